@@ -1,0 +1,1 @@
+"""Adapters behind CAF's ports: storage, warehouse, publisher, external services."""

@@ -1,0 +1,122 @@
+"""Local storage: each bucket is a sub-folder; the generation is the file's mtime in ns."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from adapters.storage.base import ObjectInfo, ObjectNotFound
+from errors import PermanentError
+
+_BUCKET_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+class UnsafeObjectName(PermanentError):
+    """An object name that would escape its bucket folder on a filesystem."""
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    # -- paths ----------------------------------------------------------------------------
+    def _bucket_dir(self, bucket: str) -> Path:
+        if not bucket or not set(bucket) <= _BUCKET_OK or bucket.startswith("."):
+            raise UnsafeObjectName(f"bucket name {bucket!r} is not a valid bucket name")
+        return self.root / bucket
+
+    def _path(self, bucket: str, name: str) -> Path:
+        parts = PurePosixPath(name).parts
+        if not name or name.startswith("/") or any(p in ("..", ".") for p in parts) or "\x00" in name:
+            raise UnsafeObjectName(f"object name {name!r} cannot be stored in a local folder")
+        return self._bucket_dir(bucket).joinpath(*parts)
+
+    def local_path(self, bucket: str, name: str) -> Path | None:
+        return self._path(bucket, name)
+
+    def uri(self, bucket: str, name: str) -> str:
+        return f"file://{self._path(bucket, name)}"
+
+    # -- reads ----------------------------------------------------------------------------
+    def stat(self, bucket: str, name: str) -> ObjectInfo:
+        path = self._path(bucket, name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{bucket}/{name} does not exist") from None
+        return ObjectInfo(
+            bucket=bucket, name=name, generation=st.st_mtime_ns, size=st.st_size,
+            md5=_md5(path), updated=datetime.fromtimestamp(st.st_mtime, UTC),
+            content_encoding="gzip" if name.endswith(".gz") else None,
+        )
+
+    def open_read(self, bucket: str, name: str, generation: int | None = None) -> BinaryIO:
+        path = self._path(bucket, name)
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(f"{bucket}/{name} does not exist") from None
+        if generation is not None and os.fstat(handle.fileno()).st_mtime_ns != generation:
+            handle.close()
+            raise ObjectNotFound(f"{bucket}/{name} generation {generation} no longer exists")
+        return handle
+
+    def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
+        base = self._bucket_dir(bucket)
+        if not base.exists():
+            return []
+        found = []
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                name = path.relative_to(base).as_posix()
+                if name.startswith(prefix):
+                    found.append(self.stat(bucket, name))
+        return found
+
+    # -- writes ---------------------------------------------------------------------------
+    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        target = self._path(bucket, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Copy to a temp file then rename: readers never see a half-written object.
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
+            with path.open("rb") as src:
+                shutil.copyfileobj(src, tmp, 1 << 20)
+        os.replace(tmp.name, target)
+        return self.stat(bucket, name)
+
+    def put_bytes(self, bucket: str, name: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        target = self._path(bucket, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, target)
+        return self.stat(bucket, name)
+
+    def move(self, bucket: str, name: str, new_name: str, generation: int | None = None) -> str | None:
+        source, target = self._path(bucket, name), self._path(bucket, new_name)
+        try:
+            if generation is not None and source.stat().st_mtime_ns != generation:
+                return None  # a newer version landed meanwhile: leave it for its own event
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except FileNotFoundError:
+            return None
+        return self.uri(bucket, new_name)
+
+    def delete(self, bucket: str, name: str) -> None:
+        self._path(bucket, name).unlink(missing_ok=True)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()

@@ -1,0 +1,96 @@
+"""The warehouse port: create tables from the registry and load staged Parquet idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+LINEAGE = ("_file_id", "_batch_id", "_source_row", "_ingested_at")
+LINEAGE_TYPES = {"_file_id": "INT64", "_batch_id": "INT64", "_source_row": "INT64", "_ingested_at": "TIMESTAMP"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    """Canonical BigQuery type (see adapters.warehouse.types)."""
+    mode: str = "NULLABLE"
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class TableTarget:
+    """A registered table as the warehouse sees it (names already validated)."""
+
+    dataset: str
+    table: str
+    columns: tuple[Column, ...]
+    keys: tuple[str, ...] = ()
+    partition_field: str | None = None
+    write_mode: str = "append"
+    """append | replace | merge"""
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Load one staged object version into its table, replacing that object's earlier rows.
+
+    Exactly-once effect: `append` deletes the rows of `replace_file_ids` (every generation of
+    the same object name, this one included) and inserts the staged rows in one transaction /
+    one DML job; `replace` swaps the table (or the `partitions` present in the file); `merge`
+    upserts on `keys`.
+    """
+
+    target: TableTarget
+    staged_uri: str
+    file_id: int
+    batch_id: int | None
+    job_id: str
+    """Deterministic per object version: a retried load reattaches instead of running twice."""
+    replace_file_ids: tuple[int, ...] = ()
+    staged_path: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows_loaded: int
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    rows_affected: int | None
+    rows: list[tuple[Any, ...]]
+    columns: list[str]
+    job_id: str | None = None
+
+
+class Warehouse(Protocol):
+    """DuckDB locally, BigQuery in production. Vendor errors leave as Permanent/TransientError."""
+
+    file_id_column: str
+
+    def table_columns(self, dataset: str, table: str) -> dict[str, str] | None:
+        """Existing columns → canonical BigQuery type, or None if the table does not exist."""
+        ...
+
+    def ensure_table(self, target: TableTarget, *, add_columns: bool = True) -> None:
+        """Create the table (with lineage columns) if missing; add registered columns it lacks;
+        raise PermanentError naming the column when an existing column's type differs."""
+        ...
+
+    def load(self, request: LoadRequest) -> LoadResult: ...
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, *, job_id: str | None = None,
+              labels: dict[str, str] | None = None) -> QueryResult:
+        """Run SQL with named parameters (`@name` in BigQuery, `$name` in DuckDB)."""
+        ...
+
+    def count_rows(self, dataset: str, table: str) -> int: ...
+
+    def close(self) -> None: ...

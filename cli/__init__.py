@@ -1,0 +1,1 @@
+"""The `caf` command line."""

@@ -1,0 +1,202 @@
+"""The one typed settings object: `config/<APP_ENV>.yaml`, overridden by environment variables.
+
+Precedence (highest first): explicit arguments, environment variables, the YAML file, defaults.
+Top-level keys map to upper-case variables (`DATABASE_URL`, `WAREHOUSE_URL`, `STORAGE_URL`,
+`STORAGE_EMULATOR_HOST`, `CLOUD_SQL_INSTANCE`, ...); nested keys use a double underscore
+(`INGEST__LEASE_SECONDS=60`). Secrets (`DB_PASSWORD`) come only from the environment or
+Secret Manager, are `SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = CONFIG_DIR.parent
+APP_ENVS = ("local", "test", "prod")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestSettings(_Section):
+    lease_seconds: int = Field(900, gt=0)
+    """A PROCESSING claim older than this is taken over by a redelivered event."""
+    block_size_bytes: int = Field(8 << 20, ge=1 << 16)
+    """Bytes per record batch read from a file (memory per batch is a few times this)."""
+    max_decompressed_bytes: int = Field(20 << 30, gt=0)
+    """A gzip member inflating beyond this is rejected (zip-bomb guard)."""
+    max_field_bytes: int = Field(64 << 20, gt=0)
+    """Largest single CSV field accepted."""
+    archive_prefix: str = "archive/"
+    failed_prefix: str = "failed/"
+    quarantine_prefix: str = "quarantine/"
+    staging_prefix: str = "staging/"
+    move_processed: bool = True
+    """Move the raw object to archive/ (SUCCESS) or failed/ (ERROR) when done."""
+
+
+class EventSettings(_Section):
+    max_age_seconds: int = Field(3 * 24 * 3600, gt=0)
+    """Events older than this are dropped with a log line instead of processed."""
+
+
+class PublisherSettings(_Section):
+    kind: Literal["local", "pubsub"] = "local"
+    project: str | None = None
+    topic: str = "caf-events"
+
+
+class TaskSettings(_Section):
+    default_max_attempts: int = Field(3, ge=1)
+    backoff_base_seconds: float = Field(5.0, gt=0)
+    backoff_max_seconds: float = Field(600.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of CAF's configuration. Built once at start (`get_settings()`), passed to handlers."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="forbid", case_sensitive=False, env_ignore_empty=True
+    )
+
+    app_env: Literal["local", "test", "prod"] = "local"
+    data_dir: Path = Path(".local")
+    """Where the embedded stack keeps its files (relative to the project root)."""
+    database_url: str | None = Field(None, repr=False)
+    """Any SQLAlchemy Postgres URL; unset = the embedded pgserver under data_dir."""
+    cloud_sql_instance: str | None = None
+    """PROJECT:REGION:INSTANCE; when set, connect through the Cloud SQL Python Connector."""
+    db_user: str = "postgres"
+    db_name: str = "caf"
+    db_password: SecretStr | None = None
+    db_iam_auth: bool = False
+    db_pool_size: int = Field(5, ge=1)
+    warehouse_url: str = "duckdb:///.local/warehouse.duckdb"
+    """duckdb:///path or bigquery://PROJECT[?location=EU]; BigQuery dataset = DuckDB schema."""
+    storage_url: str = "file:///.local/buckets"
+    """file:///dir (each bucket a sub-folder; relative to the project root) or gs://."""
+    storage_emulator_host: str | None = None
+    """http://host:port of a GCS emulator; honoured by the GCS adapter."""
+    gcp_project: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    ingest: IngestSettings = IngestSettings()
+    events: EventSettings = EventSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    tasks: TaskSettings = TaskSettings()
+
+    @field_validator("storage_emulator_host")
+    @classmethod
+    def _emulator_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// (e.g. http://127.0.0.1:9023)")
+        return value
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _warehouse_scheme(cls, value: str) -> str:
+        if not value.startswith(("duckdb://", "bigquery://")):
+            raise ValueError("must be duckdb:///path or bigquery://PROJECT")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str) -> str:
+        if not value.startswith(("file://", "gs://")):
+            raise ValueError("must be file:///dir or gs://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith("postgresql"):
+            raise ValueError("must be a SQLAlchemy Postgres URL (postgresql+pg8000://...)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = CONFIG_DIR / f"{_app_env()}.yaml"
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+
+    # -- derived paths -------------------------------------------------------------------
+    def resolve_path(self, path: str | Path) -> Path:
+        """Relative paths are relative to the project root, so commands work from any cwd."""
+        p = Path(path)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    @property
+    def local_dir(self) -> Path:
+        return self.resolve_path(self.data_dir)
+
+    @property
+    def warehouse_path(self) -> Path | None:
+        if not self.warehouse_url.startswith("duckdb://"):
+            return None
+        raw = self.warehouse_url.removeprefix("duckdb://")
+        return self.resolve_path(raw.removeprefix("/")) if raw.startswith("/.") else self.resolve_path(raw)
+
+    @property
+    def storage_root(self) -> Path | None:
+        if not self.storage_url.startswith("file://"):
+            return None
+        raw = self.storage_url.removeprefix("file://")
+        return self.resolve_path(raw.removeprefix("/")) if raw.startswith("/.") else self.resolve_path(raw)
+
+    def public_view(self) -> dict[str, Any]:
+        """Settings safe to print: secrets masked, URL passwords removed."""
+        from logs import redact
+
+        data = self.model_dump(mode="json")
+        data["db_password"] = "***" if self.db_password else None
+        if self.database_url:
+            data["database_url"] = redact(self.database_url)
+        return data
+
+
+def _app_env() -> str:
+    env = os.environ.get("APP_ENV", "local")
+    if env not in APP_ENVS:
+        raise ConfigError(f"APP_ENV={env!r} is not one of {', '.join(APP_ENVS)}")
+    return env
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings; a bad value raises ConfigError naming its key."""
+    try:
+        return Settings(app_env=_app_env(), **overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            env_name = "__".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{key} (env {env_name}): {err['msg']}")
+        source = f"config/{_app_env()}.yaml"
+        raise ConfigError(f"invalid configuration in {source} or environment: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Metadata store: typed models, sessions and keyword-only functions per aggregate."""

@@ -1,0 +1,69 @@
+"""The embedded local PostgreSQL (pgserver wheel): started on demand under `.local/`, unix socket."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from errors import TransientError
+
+
+def _prepare_env(data_dir: Path) -> None:
+    runtime = data_dir / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+
+
+def start(data_dir: Path, *, stop_at_exit: bool = False) -> str:
+    """Start (or attach to) the embedded server; return a pg8000 SQLAlchemy URL to `postgres`.
+
+    Args:
+        data_dir: folder for the cluster (kept short: unix socket paths are limited to ~107 chars).
+        stop_at_exit: stop the server when this process exits (tests); otherwise it keeps
+            running for the next command, like a local service.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_env(data_dir)
+    import pgserver  # heavy and local-only: imported on demand
+    pgdata = data_dir / "pg"
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop" if stop_at_exit else None)
+        info = server.get_postmaster_info()
+    except Exception as exc:  # pgserver raises plain exceptions on start failures
+        raise TransientError(f"embedded PostgreSQL under {pgdata} did not start: {exc}") from exc
+    socket = Path(info.socket_dir) / f".s.PGSQL.{info.port}"
+    if len(str(socket)) > 107:
+        raise TransientError(f"unix socket path too long ({len(str(socket))} chars): {socket}")
+    return f"postgresql+pg8000://postgres@/postgres?unix_sock={socket}"
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointed at database `name`."""
+    return url.replace("@/postgres?", f"@/{name}?", 1)
+
+
+def ensure_database(url: str, name: str) -> None:
+    """CREATE DATABASE `name` if it does not exist (name validated as an identifier)."""
+    from sqlalchemy import create_engine, text
+
+    from database.identifiers import quote_pg_ident
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if not exists:
+                conn.execute(text(f"CREATE DATABASE {quote_pg_ident(name)}"))
+    finally:
+        engine.dispose()
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the embedded server under data_dir (tests; `caf` leaves it running)."""
+    import logging
+
+    import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    pgserver.get_server(data_dir / "pg", cleanup_mode="stop").cleanup()

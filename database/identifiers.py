@@ -1,0 +1,74 @@
+"""Identifier validation: names that come from files, events or definitions never reach SQL raw."""
+
+from __future__ import annotations
+
+import re
+
+from errors import PermanentError
+
+# BigQuery column names: letters, digits, underscores; must not start with a digit; <= 300.
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+# BigQuery dataset ids: letters, digits, underscores, <= 1024. Table ids: same subset here.
+_DATASET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$|^[a-z0-9.:-]{1,128}$")
+_RESERVED_PREFIXES = ("_partition", "_table_", "_file_", "_row_timestamp", "__root__", "_colidentifier")
+
+
+class InvalidIdentifier(PermanentError):
+    """A dataset, table or column name that is not allowed."""
+
+
+def column_name(name: str, *, allow_lineage: bool = False) -> str:
+    if not isinstance(name, str) or not _COLUMN.match(name):
+        raise InvalidIdentifier(
+            f"column name {name!r} is invalid: use letters, digits and underscores, "
+            "not starting with a digit, at most 300 characters"
+        )
+    lowered = name.lower()
+    if not allow_lineage and (lowered.startswith("_") and lowered in LINEAGE_COLUMNS):
+        raise InvalidIdentifier(f"column name {name!r} is reserved for CAF lineage")
+    if lowered.startswith(_RESERVED_PREFIXES) and lowered not in LINEAGE_COLUMNS:
+        raise InvalidIdentifier(f"column name {name!r} uses a prefix reserved by BigQuery")
+    return name
+
+
+def dataset_name(name: str) -> str:
+    if not isinstance(name, str) or not _DATASET.match(name):
+        raise InvalidIdentifier(
+            f"dataset name {name!r} is invalid: use letters, digits and underscores (max 1024)"
+        )
+    return name
+
+
+def table_name(name: str) -> str:
+    if not isinstance(name, str) or not _TABLE.match(name):
+        raise InvalidIdentifier(f"table name {name!r} is invalid: use letters, digits and underscores")
+    return name
+
+
+def project_name(name: str) -> str:
+    if not isinstance(name, str) or not _PROJECT.match(name):
+        raise InvalidIdentifier(f"project id {name!r} is invalid")
+    return name
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote an identifier already validated by one of the functions above (DuckDB, Postgres)."""
+    if not _DATASET.match(name):
+        raise InvalidIdentifier(f"identifier {name!r} is invalid")
+    return f'"{name}"'
+
+
+def quote_pg_ident(name: str) -> str:
+    return quote_ident(name)
+
+
+def bq_ident(name: str) -> str:
+    """Backtick-quote a validated BigQuery identifier part."""
+    if not (_DATASET.match(name) or _PROJECT.match(name)):
+        raise InvalidIdentifier(f"identifier {name!r} is invalid")
+    return f"`{name}`"
+
+
+LINEAGE_COLUMNS = ("_file_id", "_batch_id", "_source_row", "_ingested_at")

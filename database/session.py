@@ -1,0 +1,89 @@
+"""Engines and units of work. Sessions open at the edge (one unit of work per event)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from errors import TransientError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from config.settings import Settings
+
+log = logging.getLogger("caf.database")
+
+
+def database_url(settings: Settings) -> str:
+    """The SQLAlchemy URL for settings: DATABASE_URL, or the embedded server's `db_name` database."""
+    if settings.database_url:
+        return settings.database_url
+    from database import embedded
+
+    server = embedded.start(settings.local_dir, stop_at_exit=False)
+    embedded.ensure_database(server, settings.db_name)
+    return embedded.with_database(server, settings.db_name)
+
+
+def _cloud_sql_creator(settings: Settings) -> Any:
+    # The connector needs credentials at construction: build it only when configured.
+    from google.cloud.sql.connector import Connector
+
+    connector = Connector(refresh_strategy="lazy")
+    password = settings.db_password.get_secret_value() if settings.db_password else None
+
+    def connect() -> Any:
+        return connector.connect(
+            settings.cloud_sql_instance,
+            "pg8000",
+            user=settings.db_user,
+            password=password,
+            db=settings.db_name,
+            enable_iam_auth=settings.db_iam_auth,
+        )
+
+    return connect
+
+
+def create_engine_for(settings: Settings, *, url: str | None = None) -> Engine:
+    """One engine per process: Cloud SQL connector when CLOUD_SQL_INSTANCE is set, else a URL."""
+    from sqlalchemy import create_engine
+
+    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5}
+    if settings.cloud_sql_instance and not url:
+        return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings), **common)
+    return create_engine(url or database_url(settings), **common)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Commit on success, roll back on error; connection failures become TransientError."""
+    from sqlalchemy import exc as sa_exc
+
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        session.rollback()
+        raise TransientError(f"metadata database unavailable: {type(exc.orig or exc).__name__}") from exc
+    except sa_exc.DBAPIError as exc:
+        session.rollback()
+        if exc.connection_invalidated:
+            raise TransientError("metadata database connection lost") from exc
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

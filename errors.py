@@ -1,0 +1,64 @@
+"""The one retry-or-drop rule: every failure is either permanent or transient.
+
+Permanent errors (bad file, unknown table, malformed message) are recorded and acknowledged:
+redelivering them would fail the same way. Transient errors (database or warehouse
+unreachable, HTTP 5xx / 429) propagate so the platform redelivers the event.
+
+Adapters translate vendor exceptions into these two types at their edge; handlers and the
+pipeline never import vendor exception classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+log = logging.getLogger("caf.errors")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CafError(Exception):
+    """Base of all CAF errors."""
+
+
+class PermanentError(CafError):
+    """Retrying cannot help: record the failure and acknowledge the event."""
+
+
+class TransientError(CafError):
+    """Retrying later may help: raise so that the platform redelivers the event."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigError(PermanentError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def is_transient_http_status(status: int) -> bool:
+    """HTTP statuses worth retrying: throttling, timeouts and server errors."""
+    return status in (408, 429) or status >= 500
+
+
+def acknowledge_permanent_errors(func: Callable[P, R]) -> Callable[P, R | None]:
+    """Log and swallow `PermanentError` (the event is acknowledged); let anything else raise.
+
+    Unknown exceptions are treated as transient: the platform redelivers, and a handler that
+    keeps failing ends in the dead-letter topic rather than silently losing the event.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return func(*args, **kwargs)
+        except PermanentError as exc:
+            log.warning("dropped permanently failing event: %s", exc, extra={"error_kind": "permanent"})
+            return None
+
+    return wrapper

@@ -1,0 +1,98 @@
+"""Clients built once per process, lazily: importing handlers stays cheap (cold starts)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from adapters.publisher.base import Publisher
+    from adapters.storage.base import ObjectStorage
+    from adapters.warehouse.base import Warehouse
+    from config.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Deps:
+    """Everything a handler needs; each part is built on first use and then reused."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow, **parts: Any) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._parts = parts
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        if name not in self._parts:
+            with self._lock:
+                if name not in self._parts:
+                    self._parts[name] = build()
+        return self._parts[name]
+
+    @property
+    def engine(self) -> Engine:
+        from database.session import create_engine_for
+
+        return self._get("engine", lambda: create_engine_for(self.settings))
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        from database.session import session_factory
+
+        return self._get("sessions", lambda: session_factory(self.engine))
+
+    @property
+    def storage(self) -> ObjectStorage:
+        from adapters.storage import build_storage
+
+        return self._get("storage", lambda: build_storage(self.settings))
+
+    @property
+    def warehouse(self) -> Warehouse:
+        from adapters.warehouse import build_warehouse
+
+        return self._get("warehouse", lambda: build_warehouse(self.settings))
+
+    @property
+    def publisher(self) -> Publisher:
+        from adapters.publisher import build_publisher
+
+        return self._get("publisher", lambda: build_publisher(self.settings))
+
+    def close(self) -> None:
+        for part in self._parts.values():
+            closer = getattr(part, "close", None) or getattr(part, "dispose", None)
+            if callable(closer):
+                closer()
+        self._parts.clear()
+
+
+_current: Deps | None = None
+_current_lock = threading.Lock()
+
+
+def get_deps() -> Deps:
+    """The process-wide Deps, built from settings on first use."""
+    global _current
+    if _current is None:
+        with _current_lock:
+            if _current is None:
+                from config.settings import get_settings
+
+                _current = Deps(get_settings())
+    return _current
+
+
+def set_deps(deps: Deps | None) -> Deps | None:
+    """Install Deps (CLI, `caf serve`, tests); returns the previous one."""
+    global _current
+    previous, _current = _current, deps
+    return previous

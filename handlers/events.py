@@ -1,0 +1,48 @@
+"""What every CloudEvent target does around its handler: labels, age limit, error policy."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import logs
+from errors import PermanentError
+
+log = logging.getLogger("caf.events")
+
+
+def _trace(event: Any) -> str | None:
+    try:
+        parent = event.get("traceparent")
+    except Exception:  # noqa: BLE001 - attribute access on foreign objects
+        return None
+    return str(parent) if parent else None
+
+
+def cloud_event_target(func: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Bind the event id to log lines, drop too-old events, acknowledge permanent errors."""
+
+    @functools.wraps(func)
+    def wrapper(event: Any) -> None:
+        from handlers import routes
+
+        routes.ensure_logging()
+        token = logs.set_trace(_trace(event))
+        with logs.bind(event_id=event["id"], event_type=event["type"]):
+            try:
+                age = routes.event_age_seconds(event, now=datetime.now(UTC))
+                max_age = routes.max_event_age_seconds()
+                if age is not None and age > max_age:
+                    log.warning("dropped event older than %ss (age %.0fs)", max_age, age)
+                    return
+                func(event)
+            except PermanentError as exc:
+                log.warning("acknowledged permanently failing event: %s", exc,
+                            extra={"error_kind": "permanent", "reason": type(exc).__name__})
+            finally:
+                logs._trace.reset(token)
+
+    return wrapper

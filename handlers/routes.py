@@ -1,0 +1,81 @@
+"""Routing from decoded envelopes to handlers; heavy modules are imported on first use."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import datetime
+from typing import Any
+
+from handlers.messages import MalformedEvent, ObjectRef, PubSubMessage, parse_time
+
+log = logging.getLogger("caf.routes")
+
+# GCS Pub/Sub notification event types that are not new object versions: acknowledged, ignored.
+_IGNORED_GCS_EVENTS = ("OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
+PUBSUB_ROUTES = ("task", "dataform", "powerbi", "file_loaded")
+
+
+@functools.cache
+def ensure_logging() -> None:
+    import logs
+    from config.settings import get_settings
+
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+
+def max_event_age_seconds() -> int:
+    from handlers.deps import get_deps
+
+    return get_deps().settings.events.max_age_seconds
+
+
+def event_time(event: Any) -> datetime | None:
+    try:
+        return parse_time(event.get("time"))
+    except Exception:  # noqa: BLE001 - a malformed optional attribute is not fatal
+        return None
+
+
+def event_age_seconds(event: Any, *, now: datetime) -> float | None:
+    when = event_time(event)
+    return None if when is None else (now - when).total_seconds()
+
+
+def raw_file(ref: ObjectRef) -> None:
+    if ref.is_folder_placeholder:
+        log.info("ignored folder placeholder %s/%s", ref.bucket, ref.name)
+        return
+    from handlers import raw_file as handler
+    from handlers.deps import get_deps
+
+    handler.handle(ref, get_deps())
+
+
+def pubsub(message: PubSubMessage) -> None:
+    """Route a Pub/Sub message: GCS notifications by `eventType`, CAF events by `event_type`."""
+    attrs = message.attributes
+    gcs_event = attrs.get("eventType")
+    if gcs_event:
+        if gcs_event == "OBJECT_FINALIZE":
+            raw_file(message.object_ref())
+            return
+        if gcs_event in _IGNORED_GCS_EVENTS:
+            log.info("ignored GCS notification %s for %s", gcs_event, attrs.get("objectId"))
+            return
+        raise MalformedEvent(f"unknown GCS notification eventType {gcs_event!r}")
+    route = attrs.get("event_type")
+    if route not in PUBSUB_ROUTES:
+        raise MalformedEvent(f"unknown route: event_type={route!r} (expected one of {', '.join(PUBSUB_ROUTES)})")
+    from handlers import tasks
+    from handlers.deps import get_deps
+
+    tasks.handle(route, message, get_deps())
+
+
+def operator(request: Any) -> Any:
+    from handlers import operator as handler
+    from handlers.deps import get_deps
+
+    return handler.handle(request, get_deps())

@@ -1,0 +1,206 @@
+"""A loopback Dataform v1beta1 REST server: the four calls CAF makes, in their documented JSON shapes.
+
+Implements compilationResults.create, workflowInvocations.create / get / query. It records every
+request (so tests assert on what went over the wire) and is steered per test: compilation errors,
+the outcome of invocations, failing actions, and canned HTTP errors served before normal answers.
+State changes follow call counts, never the clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_REPO = r"projects/[^/]+/locations/[^/]+/repositories/[^/:]+"
+_ROUTES = [
+    ("POST", re.compile(rf"^/v1beta1/(?P<parent>{_REPO})/compilationResults$"), "_create_compilation"),
+    ("POST", re.compile(rf"^/v1beta1/(?P<parent>{_REPO})/workflowInvocations$"), "_create_invocation"),
+    ("GET", re.compile(rf"^/v1beta1/(?P<name>{_REPO}/workflowInvocations/[^/:]+)$"), "_get_invocation"),
+    ("GET", re.compile(rf"^/v1beta1/(?P<name>{_REPO}/workflowInvocations/[^/:]+):query$"), "_query_actions"),
+]
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+}
+# Enum numbers, for clients asking `$alt=json;enum-encoding=int` (the GAPIC REST transport does).
+_INVOCATION_STATES = {"RUNNING": 1, "SUCCEEDED": 2, "CANCELLED": 3, "FAILED": 4, "CANCELING": 5}
+_ACTION_STATES = {
+    "PENDING": 0, "RUNNING": 1, "SKIPPED": 2, "DISABLED": 3, "SUCCEEDED": 4, "CANCELLED": 5, "FAILED": 6,
+}
+_PAGE_SIZE = 2  # small, so that clients must follow nextPageToken
+
+
+@dataclass
+class Recorded:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: dict | None
+
+
+@dataclass
+class FakeDataform:
+    """Server state and knobs; `url` is set once started."""
+
+    repositories: set[str] = field(default_factory=lambda: {"projects/p/locations/l/repositories/r"})
+    compilation_errors: list[dict] = field(default_factory=list)
+    outcome: str = "SUCCEEDED"
+    running_polls: int = 1
+    """How many `get` calls see RUNNING before `outcome`."""
+    actions: list[dict] = field(default_factory=list)
+    """WorkflowInvocationAction JSON returned by `query` (states as names); see `action()`."""
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    _errors: deque = field(default_factory=deque)
+    _compilations: dict[str, dict] = field(default_factory=dict)
+    _invocations: dict[str, dict] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, status: int, message: str = "injected", *, times: int = 1, **headers: str) -> None:
+        """Answer the next `times` requests with an error (headers as keyword args, `_` for `-`)."""
+        for _ in range(times):
+            self._errors.append((status, message, {k.replace("_", "-"): v for k, v in headers.items()}))
+
+    def bodies(self, suffix: str) -> list[dict]:
+        """Bodies of the recorded POSTs whose path ends with `suffix`."""
+        return [r.body or {} for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: dict | None) -> tuple:
+        """Route one request; returns (status, headers, JSON payload)."""
+        with self._lock:
+            self.requests.append(Recorded(method, path, query, body))
+            if self._errors:
+                status, message, headers = self._errors.popleft()
+                return _error(status, message, headers)
+            for verb, pattern, handler in _ROUTES:
+                match = pattern.match(path)
+                if verb == method and match:
+                    status, payload = getattr(self, handler)(body or {}, **match.groupdict())
+                    if status == 200 and "enum-encoding=int" in ";".join(query.get("$alt", [])):
+                        payload = _ints_for_enums(payload)
+                    return status, {}, payload
+            return _error(404, f"no route for {method} {path}")
+
+    def _create_compilation(self, body: dict, parent: str) -> tuple[int, dict]:
+        if parent not in self.repositories:
+            return _error(404, f"Repository {parent} not found")[::2]
+        sources = [key for key in ("gitCommitish", "workspace", "releaseConfig") if body.get(key)]
+        if len(sources) != 1:
+            return _error(400, "exactly one of gitCommitish, workspace, releaseConfig is required")[::2]
+        if body.get("releaseConfig", parent).split("/releaseConfigs/")[0] != parent:
+            return _error(400, "releaseConfig must belong to the repository")[::2]
+        name = f"{parent}/compilationResults/c{next(self._ids)}"
+        result = {**body, "name": name, "resolvedGitCommitSha": "0a1b2c3", "dataformCoreVersion": "3.0.0"}
+        if self.compilation_errors:
+            result["compilationErrors"] = list(self.compilation_errors)
+        self._compilations[name] = result
+        return 200, result
+
+    def _create_invocation(self, body: dict, parent: str) -> tuple[int, dict]:
+        if parent not in self.repositories:
+            return _error(404, f"Repository {parent} not found")[::2]
+        if body.get("compilationResult") not in self._compilations:
+            return _error(400, f"unknown compilation result {body.get('compilationResult')!r}")[::2]
+        name = f"{parent}/workflowInvocations/i{next(self._ids)}"
+        invocation = {**body, "name": name, "state": "RUNNING", "resolvedCompilationResult": body["compilationResult"]}
+        self._invocations[name] = {"json": invocation, "polls": 0}
+        return 200, invocation
+
+    def _get_invocation(self, body: dict, name: str) -> tuple[int, dict]:
+        record = self._invocations.get(name)
+        if record is None:
+            return _error(404, f"Workflow invocation {name} not found")[::2]
+        record["polls"] += 1
+        state = "RUNNING" if record["polls"] <= self.running_polls else self.outcome
+        record["json"] = {**record["json"], "state": state}
+        return 200, record["json"]
+
+    def _query_actions(self, body: dict, name: str, page_token: str = "") -> tuple[int, dict]:
+        if name not in self._invocations:
+            return _error(404, f"Workflow invocation {name} not found")[::2]
+        start = int(self.requests[-1].query.get("pageToken", ["0"])[0])
+        page = self.actions[start : start + _PAGE_SIZE]
+        payload: dict[str, Any] = {"workflowInvocationActions": page}
+        if start + _PAGE_SIZE < len(self.actions):
+            payload["nextPageToken"] = str(start + _PAGE_SIZE)
+        return 200, payload
+
+
+def action(target: str, state: str, failure_reason: str = "") -> dict:
+    """A WorkflowInvocationAction in its REST shape, for `FakeDataform.actions`."""
+    parts = target.split(".")
+    keys = ("database", "schema", "name")[-len(parts) :]
+    result: dict[str, Any] = {"target": dict(zip(keys, parts, strict=True)), "state": state}
+    result["canonicalTarget"] = result["target"]
+    if failure_reason:
+        result["failureReason"] = failure_reason
+    return result
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> tuple[int, dict, dict]:
+    """Google's JSON error envelope."""
+    body = {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}}
+    return status, headers or {}, body
+
+
+def _ints_for_enums(payload: dict) -> dict:
+    result = dict(payload)
+    if "state" in result:
+        result["state"] = _INVOCATION_STATES[result["state"]]
+    if "workflowInvocationActions" in result:
+        result["workflowInvocationActions"] = [
+            {**a, "state": _ACTION_STATES[a["state"]]} for a in result["workflowInvocationActions"]
+        ]
+    return result
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        status, headers, payload = self.server.fake.handle(method, unquote(url.path), parse_qs(url.query), body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for key, value in {**headers, "Content-Type": "application/json"}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeDataform) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+
+def serve(fake: FakeDataform) -> _Server:
+    """Start `fake` on a free loopback port (sets `fake.url`); call `shutdown()` + `server_close()`."""
+    server = _Server(fake)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, name="fake-dataform", daemon=True).start()
+    return server
