@@ -1,1 +1,1 @@
-"""External-service adapters (Dataform, Power BI): vendor errors become PermanentError / TransientError here."""
+"""External-service adapters (Dataform, Power BI); vendor errors become Permanent/TransientError here."""

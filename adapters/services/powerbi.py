@@ -163,7 +163,7 @@ class PowerBiClient:
             result = app.acquire_token_for_client(scopes=[self._scope])
         except requests.RequestException as exc:
             raise _request_error("Entra ID token request", exc) from exc
-        except (msal.exceptions.MsalServiceError, ValueError) as exc:  # 5xx or a non-JSON answer
+        except (msal.exceptions.MsalServiceError, json.JSONDecodeError) as exc:  # 5xx or not JSON
             raise TransientError(f"Entra ID token request failed: {self._scrub(str(exc))}") from exc
         if "access_token" in result:
             return result["access_token"]
@@ -235,7 +235,9 @@ def _from_execution_details(request_id: str, detail: dict) -> RefreshState:
         if m.get("type", "Error") == "Error"
     ]
     status = detail.get("status") or "Unknown"
-    error = "; ".join(e for e in errors if e) or (detail.get("extendedStatus") if status == "Failed" else None)
+    error = "; ".join(e for e in errors if e) or (
+        detail.get("extendedStatus") if status == "Failed" else None
+    )
     return RefreshState(request_id, status, error or None, detail.get("startTime"), detail.get("endTime"))
 
 
@@ -249,16 +251,11 @@ def _from_history(request_id: str, entry: dict) -> RefreshState:
 
 def _service_exception(raw: str | None) -> str | None:
     """`serviceExceptionJson` is a JSON document in a string; keep its code and description."""
-    if not raw:
-        return None
-    try:
-        details = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(details, dict):
-        return raw
-    parts = [details.get("errorCode"), details.get("errorDescription")]
-    return ": ".join(str(p) for p in parts if p) or raw
+    with contextlib.suppress(TypeError, ValueError):
+        details = json.loads(raw or "")
+        if isinstance(details, dict) and details.get("errorCode"):
+            return ": ".join(str(details[k]) for k in ("errorCode", "errorDescription") if details.get(k))
+    return raw or None
 
 
 def _status_error(what: str, response: requests.Response) -> PermanentError | TransientError:
@@ -270,15 +267,16 @@ def _status_error(what: str, response: requests.Response) -> PermanentError | Tr
 
 def _api_error(response: requests.Response) -> str:
     """Power BI's `{"error": {"code", "message"}}`, when the body has one."""
-    with contextlib.suppress(ValueError):
-        error = response.json().get("error")
-        if isinstance(error, dict):
-            return " " + ": ".join(str(error[k]) for k in ("code", "message") if error.get(k))
+    with contextlib.suppress(AttributeError, ValueError):
+        error = response.json()["error"]
+        return " " + ": ".join(str(error[k]) for k in ("code", "message") if error.get(k))
     return ""
 
 
 def _request_error(what: str, exc: requests.RequestException) -> PermanentError | TransientError:
-    if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
+    if isinstance(
+        exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
+    ):
         # These name the host and the cause, never request headers.
         return TransientError(f"{what}: {type(exc).__name__}: {exc}")
     # Others (e.g. InvalidHeader) may quote a header value, which could be the bearer token.
@@ -295,9 +293,7 @@ def _json(response: requests.Response, path: str) -> dict:
 
 def _last_segment(url: str | None) -> str | None:
     """The refresh id at the end of a Location header."""
-    if not url:
-        return None
-    return url.rstrip("/").rsplit("/", 1)[-1] or None
+    return url.rstrip("/").rsplit("/", 1)[-1] if url else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -313,12 +309,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return _as_utc(datetime.fromisoformat(value))
-    except ValueError:
-        return None
+    with contextlib.suppress(ValueError):
+        return _as_utc(datetime.fromisoformat(value)) if value else None
+    return None
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -26,13 +26,24 @@ _ROUTES = [
     ("GET", re.compile(rf"^/v1beta1/(?P<name>{_REPO}/workflowInvocations/[^/:]+):query$"), "_query_actions"),
 ]
 _STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
 }
 # Enum numbers, for clients asking `$alt=json;enum-encoding=int` (the GAPIC REST transport does).
 _INVOCATION_STATES = {"RUNNING": 1, "SUCCEEDED": 2, "CANCELLED": 3, "FAILED": 4, "CANCELING": 5}
 _ACTION_STATES = {
-    "PENDING": 0, "RUNNING": 1, "SKIPPED": 2, "DISABLED": 3, "SUCCEEDED": 4, "CANCELLED": 5, "FAILED": 6,
+    "PENDING": 0,
+    "RUNNING": 1,
+    "SKIPPED": 2,
+    "DISABLED": 3,
+    "SUCCEEDED": 4,
+    "CANCELLED": 5,
+    "FAILED": 6,
 }
 _PAGE_SIZE = 2  # small, so that clients must follow nextPageToken
 
@@ -81,24 +92,24 @@ class FakeDataform:
             self.requests.append(Recorded(method, path, query, body))
             if self._errors:
                 status, message, headers = self._errors.popleft()
-                return _error(status, message, headers)
+                return status, headers, _envelope(status, message)
             for verb, pattern, handler in _ROUTES:
                 match = pattern.match(path)
                 if verb == method and match:
-                    status, payload = getattr(self, handler)(body or {}, **match.groupdict())
+                    status, payload = getattr(self, handler)(body or {}, query, **match.groupdict())
                     if status == 200 and "enum-encoding=int" in ";".join(query.get("$alt", [])):
                         payload = _ints_for_enums(payload)
                     return status, {}, payload
-            return _error(404, f"no route for {method} {path}")
+            return 404, {}, _envelope(404, f"no route for {method} {path}")
 
-    def _create_compilation(self, body: dict, parent: str) -> tuple[int, dict]:
+    def _create_compilation(self, body: dict, query: dict, parent: str) -> tuple[int, dict]:
         if parent not in self.repositories:
-            return _error(404, f"Repository {parent} not found")[::2]
+            return _fail(404, f"Repository {parent} not found")
         sources = [key for key in ("gitCommitish", "workspace", "releaseConfig") if body.get(key)]
         if len(sources) != 1:
-            return _error(400, "exactly one of gitCommitish, workspace, releaseConfig is required")[::2]
+            return _fail(400, "exactly one of gitCommitish, workspace, releaseConfig is required")
         if body.get("releaseConfig", parent).split("/releaseConfigs/")[0] != parent:
-            return _error(400, "releaseConfig must belong to the repository")[::2]
+            return _fail(400, "releaseConfig must belong to the repository")
         name = f"{parent}/compilationResults/c{next(self._ids)}"
         result = {**body, "name": name, "resolvedGitCommitSha": "0a1b2c3", "dataformCoreVersion": "3.0.0"}
         if self.compilation_errors:
@@ -106,29 +117,34 @@ class FakeDataform:
         self._compilations[name] = result
         return 200, result
 
-    def _create_invocation(self, body: dict, parent: str) -> tuple[int, dict]:
+    def _create_invocation(self, body: dict, query: dict, parent: str) -> tuple[int, dict]:
         if parent not in self.repositories:
-            return _error(404, f"Repository {parent} not found")[::2]
+            return _fail(404, f"Repository {parent} not found")
         if body.get("compilationResult") not in self._compilations:
-            return _error(400, f"unknown compilation result {body.get('compilationResult')!r}")[::2]
+            return _fail(400, f"unknown compilation result {body.get('compilationResult')!r}")
         name = f"{parent}/workflowInvocations/i{next(self._ids)}"
-        invocation = {**body, "name": name, "state": "RUNNING", "resolvedCompilationResult": body["compilationResult"]}
+        invocation = {
+            **body,
+            "name": name,
+            "state": "RUNNING",
+            "resolvedCompilationResult": body["compilationResult"],
+        }
         self._invocations[name] = {"json": invocation, "polls": 0}
         return 200, invocation
 
-    def _get_invocation(self, body: dict, name: str) -> tuple[int, dict]:
+    def _get_invocation(self, body: dict, query: dict, name: str) -> tuple[int, dict]:
         record = self._invocations.get(name)
         if record is None:
-            return _error(404, f"Workflow invocation {name} not found")[::2]
+            return _fail(404, f"Workflow invocation {name} not found")
         record["polls"] += 1
         state = "RUNNING" if record["polls"] <= self.running_polls else self.outcome
         record["json"] = {**record["json"], "state": state}
         return 200, record["json"]
 
-    def _query_actions(self, body: dict, name: str, page_token: str = "") -> tuple[int, dict]:
+    def _query_actions(self, body: dict, query: dict, name: str) -> tuple[int, dict]:
         if name not in self._invocations:
-            return _error(404, f"Workflow invocation {name} not found")[::2]
-        start = int(self.requests[-1].query.get("pageToken", ["0"])[0])
+            return _fail(404, f"Workflow invocation {name} not found")
+        start = int(query.get("pageToken", ["0"])[0])
         page = self.actions[start : start + _PAGE_SIZE]
         payload: dict[str, Any] = {"workflowInvocationActions": page}
         if start + _PAGE_SIZE < len(self.actions):
@@ -147,10 +163,13 @@ def action(target: str, state: str, failure_reason: str = "") -> dict:
     return result
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> tuple[int, dict, dict]:
+def _envelope(status: int, message: str) -> dict:
     """Google's JSON error envelope."""
-    body = {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}}
-    return status, headers or {}, body
+    return {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}}
+
+
+def _fail(status: int, message: str) -> tuple[int, dict]:
+    return status, _envelope(status, message)
 
 
 def _ints_for_enums(payload: dict) -> dict:
@@ -177,7 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        status, headers, payload = self.server.fake.handle(method, unquote(url.path), parse_qs(url.query), body)
+        status, headers, payload = self.server.fake.handle(
+            method, unquote(url.path), parse_qs(url.query), body
+        )
         data = json.dumps(payload).encode()
         self.send_response(status)
         for key, value in {**headers, "Content-Type": "application/json"}.items():
@@ -202,5 +223,5 @@ def serve(fake: FakeDataform) -> _Server:
     """Start `fake` on a free loopback port (sets `fake.url`); call `shutdown()` + `server_close()`."""
     server = _Server(fake)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, name="fake-dataform", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), name="fake-dataform", daemon=True).start()
     return server

@@ -1,0 +1,123 @@
+"""The `files` aggregate: claim an object version once, record how it ended."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from database.models import File, TaskBatch
+
+if TYPE_CHECKING:
+    from handlers.messages import ObjectRef
+
+ClaimState = Literal["claimed", "done", "busy"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    file_id: int
+    token: str | None = None
+    attempts: int = 0
+    status: str | None = None
+    batch_id: int | None = None
+
+
+def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim:
+    """Atomically claim `(bucket, name, generation)` with INSERT ... ON CONFLICT.
+
+    A NEW row, or a PROCESSING row whose lease expired, is (re)claimed with a fresh token.
+    SUCCESS / ERROR rows are done (a redelivered event is a no-op); a PROCESSING row within its
+    lease is busy (another instance is on it).
+    """
+    token = str(uuid.uuid4())
+    values: dict[str, Any] = {
+        "bucket": ref.bucket, "name": ref.name, "generation": ref.generation, "status": "PROCESSING",
+        "md5": ref.md5, "crc32c": ref.crc32c, "size": ref.size, "content_type": ref.content_type,
+        "content_encoding": ref.content_encoding, "event_id": ref.event_id, "claim_token": token,
+        "claimed_at": func.now(), "attempts": 1,
+    }
+    stmt = insert(File).values(**values)
+    lease_expired = (File.status == "PROCESSING") & (
+        File.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[File.bucket, File.name, File.generation],
+        set_={"status": "PROCESSING", "claim_token": token, "claimed_at": func.now(),
+              "attempts": File.attempts + 1, "updated_at": func.now()},
+        where=(File.status == "NEW") | lease_expired,
+    ).returning(File.id, File.attempts, File.batch_id)
+    row = session.execute(stmt).first()
+    if row is not None:
+        return Claim("claimed", row.id, token, row.attempts, "PROCESSING", row.batch_id)
+    existing = session.execute(
+        select(File.id, File.status, File.attempts, File.batch_id)
+        .where(File.bucket == ref.bucket, File.name == ref.name, File.generation == ref.generation)
+    ).one()
+    state: ClaimState = "busy" if existing.status == "PROCESSING" else "done"
+    return Claim(state, existing.id, None, existing.attempts, existing.status, existing.batch_id)
+
+
+def release_claim(*, session: Session, file_id: int, token: str) -> None:
+    """Give a claim back after a transient failure so the redelivered event can retake it at once."""
+    session.execute(update(File).where(File.id == file_id, File.claim_token == token,
+                                       File.status == "PROCESSING")
+                    .values(status="NEW", claim_token=None, claimed_at=None))
+
+
+def lock_object_name(*, session: Session, bucket: str, name: str) -> None:
+    """Serialise loads of one object name (all generations) for the rest of the transaction."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": f"caf-object:{bucket}/{name}"})
+
+
+def newer_generation_loaded(*, session: Session, bucket: str, name: str, generation: int) -> int | None:
+    """The newest SUCCESS generation above `generation` of the same object name, if any."""
+    return session.scalar(
+        select(func.max(File.generation)).where(
+            File.bucket == bucket, File.name == name, File.generation > generation,
+            File.status == "SUCCESS", File.rows_loaded.is_not(None),
+        )
+    )
+
+
+def generation_ids(*, session: Session, bucket: str, name: str) -> list[int]:
+    """Ids of every recorded generation of an object name: their rows are replaced by a new load."""
+    return list(session.scalars(select(File.id).where(File.bucket == bucket, File.name == name)))
+
+
+def attach(*, session: Session, file_id: int, table_id: int | None, tenant_id: str | None,
+           root: str | None) -> int:
+    """Record the matched table and give the file its batch (created once, reused on takeover)."""
+    file = session.get(File, file_id, with_for_update=True)
+    assert file is not None
+    file.table_id = table_id
+    if tenant_id:
+        file.tenant_id = tenant_id
+    if file.batch_id is None:
+        batch = TaskBatch(trigger="file", root=root, tenant_id=tenant_id or file.tenant_id)
+        session.add(batch)
+        session.flush()
+        file.batch_id = batch.id
+    return file.batch_id
+
+
+def finish(*, session: Session, file_id: int, token: str, status: str, **fields: Any) -> bool:
+    """Set the final status if this claim still owns the row; False if another instance took over."""
+    result = session.execute(
+        update(File).where(File.id == file_id, File.claim_token == token, File.status == "PROCESSING")
+        .values(status=status, finished_at=func.now(), updated_at=func.now(), **fields)
+    )
+    return bool(result.rowcount)
+
+
+def close_batch(*, session: Session, batch_id: int | None, status: str, summary: dict[str, Any]) -> None:
+    if batch_id is None:
+        return
+    session.execute(update(TaskBatch).where(TaskBatch.id == batch_id, TaskBatch.status == "PROCESSING")
+                    .values(status=status, summary=summary, finished_at=func.now()))
