@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("caf_labels", default={})
+_labels: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("caf_labels", default=None)
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("caf_trace", default=None)
 
 # Cloud Logging severities keyed by Python level.
@@ -50,7 +50,7 @@ def redact(text: str) -> str:
 @contextlib.contextmanager
 def bind(**labels: Any) -> Iterator[None]:
     """Attach labels to every log line emitted inside the block (per event / task)."""
-    merged = {**_labels.get(), **{k: str(v) for k, v in labels.items() if v is not None}}
+    merged = {**(_labels.get() or {}), **{k: str(v) for k, v in labels.items() if v is not None}}
     token = _labels.set(merged)
     try:
         yield
@@ -63,7 +63,7 @@ def set_trace(trace: str | None) -> contextvars.Token[str | None]:
 
 
 def current_labels() -> dict[str, str]:
-    return dict(_labels.get())
+    return dict(_labels.get() or {})
 
 
 class JsonFormatter(logging.Formatter):

@@ -2,24 +2,124 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
 from cli.context import console, ensure_migrated, open_deps
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BUCKET = "landing"
+
+
+def _sample_files(workdir: Path) -> list[tuple[Path, str]]:
+    """Realistic samples: orders CSV, customers NDJSON.gz, a products workbook with two sheets."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    orders = workdir / "orders-2026-11-19.csv"
+    shutil.copyfile(EXAMPLES / "files" / "orders-2026-11-19.csv", orders)
+    customers = workdir / "customers-2026-11-19.ndjson.gz"
+    with (EXAMPLES / "files" / "customers.ndjson").open("rb") as src, gzip.open(customers, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    products = workdir / "products.xlsx"
+    from openpyxl import Workbook
+
+    book = Workbook()
+    notes = book.active
+    notes.title = "Notes"
+    notes.append(["This sheet is documentation and is not loaded."])
+    sheet = book.create_sheet("Products")
+    sheet.append(["sku", "title", "price", "in_stock"])
+    for row in (["SKU-1", "Espresso cup", 9.5, True], ["SKU-2", "Grinder", 129.0, False],
+                ["SKU-3", "Beans 1 kg", 18.25, True]):
+        sheet.append(row)
+    book.save(products)
+    return [(orders, "sales/orders/"), (customers, "crm/customers/"), (products, "catalog/products/")]
+
+
+def _print_tables(deps: Any) -> None:
+    for dataset, table, cols in (("sales", "orders", "order_id, amount, order_date, note, _file_id, _source_row"),
+                                 ("sales", "customers", "customer_id, name, country, tags, _source_row"),
+                                 ("catalog", "products", "sku, title, price, in_stock, _source_row")):
+        result = deps.warehouse.query(f"SELECT {cols} FROM {dataset}.{table} ORDER BY 1 LIMIT 10")
+        view = Table(title=f"{dataset}.{table}")
+        for col in result.columns:
+            view.add_column(col)
+        for row in result.rows:
+            view.add_row(*("" if v is None else str(v) for v in row))
+        console.print(view)
 
 
 def demo() -> None:
-    """Start the embedded stack, migrate, and show the status."""
+    """Start the embedded stack, migrate, load sample files (once), run the sample DAG, show status."""
+    from cli.ingest import deliver_all, drain_bus, print_outcomes
+    from database.registry import sync_definition
+    from database.session import unit_of_work
+    from pipeline.definitions import definition_files, parse_definition
+
     deps = open_deps(migrate=False)
     settings = deps.settings
     console.rule("[bold]CAF demo")
     url = deps.engine.url
-    console.print(f"metadata   PostgreSQL {url.host or 'unix socket'} db={url.database} (embedded: "
-                  f"{settings.database_url is None and settings.cloud_sql_instance is None})")
-    migrated = ensure_migrated(deps)
-    console.print(f"schema     {'migrated to head' if migrated else 'already at head'}")
+    console.print(f"metadata   PostgreSQL via unix socket, database {url.database} "
+                  f"({'embedded pgserver' if not settings.database_url else 'DATABASE_URL'})")
+    console.print(f"schema     {'migrated to head' if ensure_migrated(deps) else 'already at head'}")
     console.print(f"warehouse  {settings.warehouse_url}")
     console.print(f"storage    {settings.storage_url}")
+
+    console.rule("registry")
+    with unit_of_work(deps.sessions) as session:
+        for path in definition_files(EXAMPLES / "tables"):
+            d = parse_definition(path)
+            console.print(f"{d.dataset}.{d.table:<10} {sync_definition(session=session, definition=d, path=path)}")
+    _sync_tasks(deps)
+
+    console.rule("ingest sample files")
+    infos = [deps.storage.put_file(BUCKET, prefix + path.name, path)
+             for path, prefix in _sample_files(settings.local_dir / "demo")]
+    print_outcomes(deliver_all(infos, deps, title="ingesting"), "first delivery")
+    console.print("redelivering the orders event (at-least-once delivery) ...")
+    print_outcomes(deliver_all(infos[:1], deps, title="redelivering"), "redelivered: nothing loaded twice")
+    _print_tables(deps)
+    drain_bus(deps)
+    _show_batches(deps)
+
+    console.rule("status")
     from cli.status import status
 
     try:
         status(as_json=False)
     except SystemExit:
         pass
+
+
+def _sync_tasks(deps: Any) -> None:
+    tasks_dir = EXAMPLES / "tasks"
+    try:
+        from engine.sync import sync_directory  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    if tasks_dir.is_dir():
+        from database.session import unit_of_work
+
+        with unit_of_work(deps.sessions) as session:
+            report = sync_directory(session=session, directory=tasks_dir)
+        console.print(f"tasks      {report}")
+
+
+def _show_batches(deps: Any) -> None:
+    from sqlalchemy import select
+
+    from database.models import TaskBatch
+    from database.session import unit_of_work
+
+    with unit_of_work(deps.sessions) as session:
+        rows = session.execute(select(TaskBatch).order_by(TaskBatch.id.desc()).limit(5)).scalars().all()
+        view = Table(title="recent batches")
+        for col in ("batch", "trigger", "root", "status", "summary"):
+            view.add_column(col, overflow="fold")
+        for b in rows:
+            view.add_row(str(b.id), b.trigger, b.root or "", b.status, str(b.summary)[:200])
+    console.print(view)

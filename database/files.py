@@ -42,11 +42,11 @@ def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim
         "content_encoding": ref.content_encoding, "event_id": ref.event_id, "claim_token": token,
         "claimed_at": func.now(), "attempts": 1,
     }
-    stmt = insert(File).values(**values)
+    base = insert(File).values(**values)
     lease_expired = (File.status == "PROCESSING") & (
         File.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
     )
-    stmt = stmt.on_conflict_do_update(
+    stmt = base.on_conflict_do_update(
         index_elements=[File.bucket, File.name, File.generation],
         set_={"status": "PROCESSING", "claim_token": token, "claimed_at": func.now(),
               "attempts": File.attempts + 1, "updated_at": func.now()},
@@ -113,7 +113,7 @@ def finish(*, session: Session, file_id: int, token: str, status: str, **fields:
         update(File).where(File.id == file_id, File.claim_token == token, File.status == "PROCESSING")
         .values(status=status, finished_at=func.now(), updated_at=func.now(), **fields)
     )
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def close_batch(*, session: Session, batch_id: int | None, status: str, summary: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ def _cloud_sql_creator(settings: Settings) -> Any:
 
     def connect() -> Any:
         return connector.connect(
-            settings.cloud_sql_instance,
+            str(settings.cloud_sql_instance),
             "pg8000",
             user=settings.db_user,
             password=password,
@@ -76,7 +76,8 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.commit()
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
         session.rollback()
-        raise TransientError(f"metadata database unavailable: {type(exc.orig or exc).__name__}") from exc
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        raise TransientError(f"metadata database unavailable: {cause}") from exc
     except sa_exc.DBAPIError as exc:
         session.rollback()
         if exc.connection_invalidated:

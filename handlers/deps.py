@@ -28,7 +28,7 @@ class Deps:
         self.settings = settings
         self.clock = clock
         self._parts = parts
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
         if name not in self._parts:

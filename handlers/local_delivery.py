@@ -44,3 +44,46 @@ def deliver(data: bytes, attributes: dict[str, str], message_id: str) -> None:
 
 def attach(bus: Any) -> None:
     bus.deliver = deliver
+
+
+@functools.cache
+def _raw_file_client() -> Any:
+    import functions_framework
+
+    from config.settings import PROJECT_ROOT
+
+    app = functions_framework.create_app("handle_raw_file", str(PROJECT_ROOT / "main.py"), "cloudevent")
+    return app.test_client()
+
+
+def storage_event_data(info: Any) -> dict[str, Any]:
+    """The GCS object resource of a finalize event, as Eventarc delivers it."""
+    return {
+        "kind": "storage#object",
+        "bucket": info.bucket,
+        "name": info.name,
+        "generation": str(info.generation),
+        "size": str(info.size),
+        "md5Hash": info.md5,
+        "crc32c": info.crc32c,
+        "contentType": info.content_type or "application/octet-stream",
+        "contentEncoding": info.content_encoding,
+        "timeCreated": datetime.now(UTC).isoformat(),
+    }
+
+
+def deliver_object(info: Any) -> int:
+    """POST a binary-mode finalize CloudEvent for an object to the real handle_raw_file app."""
+    from handlers.messages import STORAGE_FINALIZED
+
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": STORAGE_FINALIZED,
+        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{info.bucket}",
+        "ce-subject": f"objects/{info.name}",
+        "ce-id": f"local-{uuid.uuid4().hex}",
+        "ce-time": datetime.now(UTC).isoformat(),
+        "Content-Type": "application/json",
+    }
+    response = _raw_file_client().post("/", json=storage_event_data(info), headers=headers)
+    return int(response.status_code)

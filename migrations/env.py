@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from database.base import Base
 from database import models  # noqa: F401  (registers the tables on Base.metadata)
+from database.base import Base
 
 config = context.config
 target_metadata = Base.metadata

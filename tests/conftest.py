@@ -79,7 +79,7 @@ def database_url(pg_server_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def engine(database_url: str):  # noqa: ANN201
+def engine(database_url: str):
     from sqlalchemy import create_engine
 
     eng = create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -87,7 +87,7 @@ def engine(database_url: str):  # noqa: ANN201
     eng.dispose()
 
 
-def truncate_all(engine) -> None:  # noqa: ANN001
+def truncate_all(engine) -> None:
     from sqlalchemy import text
 
     from database.base import Base
@@ -103,7 +103,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str):  # noqa: ANN201
+def settings(tmp_path: Path, database_url: str):
     from config.settings import load_settings
 
     return load_settings(
@@ -115,7 +115,7 @@ def settings(tmp_path: Path, database_url: str):  # noqa: ANN201
 
 
 @pytest.fixture
-def deps(settings, engine, clock: Clock) -> Iterator:  # noqa: ANN001
+def deps(settings, engine, clock: Clock) -> Iterator:
     """Deps on the real session database (emptied), a fresh DuckDB and bucket folder, a local bus."""
     from adapters.publisher.local import LocalBus
     from database.session import session_factory
@@ -131,7 +131,7 @@ def deps(settings, engine, clock: Clock) -> Iterator:  # noqa: ANN001
     set_deps(previous)
 
 
-def make_client(target: str, signature: str = "cloudevent"):  # noqa: ANN201
+def make_client(target: str, signature: str = "cloudevent"):
     import functions_framework
 
     from config.settings import PROJECT_ROOT

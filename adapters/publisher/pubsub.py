@@ -17,7 +17,7 @@ class PubSubPublisher:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from google.cloud import pubsub_v1
+            from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
             self._client = pubsub_v1.PublisherClient()
         return self._client
@@ -31,7 +31,7 @@ class PubSubPublisher:
             return str(future.result(timeout=self._timeout))
         except (gexc.NotFound, gexc.PermissionDenied, gexc.InvalidArgument) as exc:
             raise PermanentError(f"Pub/Sub publish to {self.topic_path} refused: {exc.message}") from exc
-        except Exception as exc:  # noqa: BLE001 - every other publish failure is worth a retry
+        except Exception as exc:
             raise TransientError(f"Pub/Sub publish to {self.topic_path} failed: {type(exc).__name__}") from exc
 
     def close(self) -> None:

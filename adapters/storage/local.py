@@ -85,9 +85,9 @@ class LocalStorage:
         target = self._path(bucket, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Copy to a temp file then rename: readers never see a half-written object.
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
-            with path.open("rb") as src:
-                shutil.copyfileobj(src, tmp, 1 << 20)
+        tmp_file = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-")  # noqa: SIM115
+        with tmp_file as tmp, path.open("rb") as src:
+            shutil.copyfileobj(src, tmp, 1 << 20)
         os.replace(tmp.name, target)
         return self.stat(bucket, name)
 

@@ -19,7 +19,7 @@ def test_app_env_selects_yaml_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.warehouse_path is not None and settings.warehouse_path.name == "warehouse.duckdb"
 
 
-def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("APP_ENV", "local")
     monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u:pw@db.example/caf")
     monkeypatch.setenv("WAREHOUSE_URL", "bigquery://my-project")

@@ -34,7 +34,7 @@ def test_upgrade_head_matches_models_and_downgrade_base_works(pg_server_url: str
         engine.dispose()
 
 
-def test_files_unique_object_version_and_status_check(deps) -> None:  # noqa: ANN001
+def test_files_unique_object_version_and_status_check(deps) -> None:
     import pytest
     from sqlalchemy import exc, text
 
@@ -46,7 +46,7 @@ def test_files_unique_object_version_and_status_check(deps) -> None:  # noqa: AN
         conn.execute(text("INSERT INTO files (bucket, name, generation, status) VALUES ('b', 'n', 2, 'DONE')"))
 
 
-def test_task_dependency_rejects_self_edge(deps) -> None:  # noqa: ANN001
+def test_task_dependency_rejects_self_edge(deps) -> None:
     import pytest
     from sqlalchemy import exc, text
 

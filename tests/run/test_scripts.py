@@ -11,7 +11,7 @@ from database import migrate
 from tests.conftest import fresh_database
 
 
-def test_deploy_dry_run_prints_every_command(tmp_path) -> None:  # noqa: ANN001
+def test_deploy_dry_run_prints_every_command(tmp_path) -> None:
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "nightly.yaml").write_text("name: nightly_summary\nkind: sql\nschedule: '0 3 * * *'\n")

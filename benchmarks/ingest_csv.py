@@ -1,0 +1,153 @@
+"""Full ingestion pipeline vs DuckDB's native CSV load, on the same generated file.
+
+    python -m benchmarks.ingest_csv [--rows 1000000]    (1,000,000 rows × 12 columns ≈ 100 MB)
+    python -m benchmarks.ingest_csv --rows 10000000     (≈ 1 GB: the streaming / memory check)
+
+Each contender runs in its own process so its peak RSS is its own. Printed side by side:
+seconds, rows/s, peak RSS, and the ratio pipeline / DuckDB (target ≤ 2.0×, RSS ≤ 400 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".local" / "bench"
+TABLE_YAML = """
+dataset: bench
+table: events
+source: "bench/events/*.csv"
+format: csv
+schema:
+  - {name: id, type: INT64, mode: REQUIRED}
+  - {name: customer_id, type: INT64}
+  - {name: amount, type: NUMERIC}
+  - {name: price, type: FLOAT64}
+  - {name: name, type: STRING}
+  - {name: comment, type: STRING}
+  - {name: country, type: STRING}
+  - {name: event_date, type: DATE}
+  - {name: created_at, type: TIMESTAMP}
+  - {name: active, type: BOOL}
+  - {name: quantity, type: INT64}
+  - {name: category, type: STRING}
+keys: [id]
+write_mode: append
+"""
+
+
+def generate(path: Path, rows: int) -> None:
+    rnd = random.Random(42)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    countries = ["DE", "FR", "GB", "US", "CZ", "NL", "ES", "IT"]
+    start = datetime(2026, 1, 1, 12, 0, 0)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("id,customer_id,amount,price,name,comment,country,event_date,created_at,active,quantity,category\n")
+        for i in range(1, rows + 1):
+            comment = "" if i % 10 == 0 else f'"said ""{rnd.choice(words)}"", then {rnd.choice(words)}"'
+            amount = "" if i % 17 == 0 else f"{rnd.randint(0, 99999)}.{rnd.randint(0, 99):02d}"
+            day = date(2026, 1, 1) + timedelta(days=i % 365)
+            ts = (start + timedelta(seconds=i * 7)).isoformat() + "Z"
+            fh.write(f"{i},{rnd.randint(1, 50000)},{amount},{rnd.random() * 1000:.6f},"
+                     f"{rnd.choice(words)} {rnd.choice(words)},{comment},{rnd.choice(countries)},{day},{ts},"
+                     f"{'true' if i % 3 else 'false'},{rnd.randint(1, 20)},{rnd.choice(words)}\n")
+
+
+def run_duckdb(csv: Path) -> dict:
+    import duckdb
+
+    db = WORK / "native.duckdb"
+    db.unlink(missing_ok=True)
+    start = time.perf_counter()
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("CREATE TABLE t AS SELECT * FROM read_csv(?)", [str(csv)])
+        rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    return {"seconds": time.perf_counter() - start, "rows": rows}
+
+
+def run_pipeline(csv: Path) -> dict:
+    import shutil
+
+    import logs
+    from config.settings import load_settings
+    from database import embedded, migrate
+    from database.registry import sync_definition
+    from database.session import unit_of_work
+    from handlers import raw_file
+    from handlers.deps import Deps
+    from handlers.messages import ObjectRef
+    from pipeline.definitions import parse_definition
+
+    logs.configure("text", "WARNING")
+    for stale in ("pipeline.duckdb", "buckets"):
+        target = WORK / stale
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    server = embedded.start(ROOT / ".local")
+    embedded.ensure_database(server, "caf_bench")
+    url = embedded.with_database(server, "caf_bench")
+    migrate.upgrade(url)
+    settings = load_settings(database_url=url, warehouse_url=f"duckdb://{WORK / 'pipeline.duckdb'}",
+                             storage_url=f"file://{WORK / 'buckets'}", log_level="WARNING")
+    deps = Deps(settings)
+    with deps.engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE files, tables, schemas, domain, task_batch, outbox RESTART IDENTITY CASCADE")
+    (WORK / "table.yaml").write_text(TABLE_YAML)
+    with unit_of_work(deps.sessions) as session:
+        sync_definition(session=session, definition=parse_definition(WORK / "table.yaml"))
+    info = deps.storage.put_file("landing", "bench/events/events.csv", csv)
+    ref = ObjectRef(bucket=info.bucket, name=info.name, generation=info.generation, size=info.size)
+    start = time.perf_counter()
+    raw_file.handle(ref, deps)
+    seconds = time.perf_counter() - start
+    rows = deps.warehouse.count_rows("bench", "events")
+    deps.close()
+    return {"seconds": seconds, "rows": rows}
+
+
+def child(which: str, csv: Path) -> None:
+    result = run_duckdb(csv) if which == "duckdb" else run_pipeline(csv)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--child", choices=["duckdb", "pipeline"])
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.csv)
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    csv = WORK / f"events-{args.rows}.csv"
+    if not csv.exists():
+        print(f"generating {csv.name} ...", flush=True)
+        generate(csv, args.rows)
+    size_mb = csv.stat().st_size / 1e6
+    results = {}
+    for which in ("duckdb", "pipeline"):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.ingest_csv", "--child", which, "--csv", str(csv)],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        results[which] = json.loads(out.strip().splitlines()[-1])
+    print(f"file: {args.rows:,} rows × 12 columns, {size_mb:,.0f} MB")
+    print(f"{'':24}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}{'rows':>12}")
+    for label, key in (("DuckDB native CTAS", "duckdb"), ("CAF full handler", "pipeline")):
+        r = results[key]
+        print(f"{label:24}{r['seconds']:>10.2f}{r['rows'] / r['seconds']:>14,.0f}{r['peak_rss_mb']:>14.0f}"
+              f"{r['rows']:>12,}")
+    ratio = results["pipeline"]["seconds"] / results["duckdb"]["seconds"]
+    print(f"ratio CAF / DuckDB: {ratio:.2f}x (target <= 2.0x); CAF peak RSS "
+          f"{results['pipeline']['peak_rss_mb']:.0f} MB (target <= 400 MB)")
+
+
+if __name__ == "__main__":
+    main()

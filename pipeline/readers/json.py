@@ -1,0 +1,256 @@
+"""NDJSON and JSON reader: one row per object, nested values kept as Arrow lists and structs.
+
+NDJSON is read in blocks of whole lines. A block goes through pyarrow's JSON parser when that is
+exact: every line one object, and no floating-point or timestamp values (pyarrow reads numbers
+with a fraction as float64 and ISO strings as timestamps, both lossy). Otherwise the block is
+parsed line by line with `json` (numbers with a fraction as `Decimal`), which also isolates a
+malformed line as a bad row instead of failing the file.
+
+Rows are numbered by their order among the non-blank lines (for NDJSON without blank lines,
+the line number). Format `json` takes a top-level array of objects, streamed element by
+element, or a sequence of objects (NDJSON or pretty-printed objects one after another).
+"""
+
+from __future__ import annotations
+
+import codecs
+import decimal
+import io
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from pipeline.read import BadRow, SourceBatch, SourceError, SourceOptions
+from pipeline.readers.streams import Utf8Stream, open_bytes
+
+_DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
+_SPACE = re.compile(r"[ \t\n\r]*")
+_BLANK_LINE = re.compile(rb"(^|\n)[ \t\r]*(\n|$)")
+_BATCH_ROWS = 100_000
+
+
+def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
+    text = Utf8Stream(open_bytes(stream, options, name), encoding=options.encoding, name=name, what=options.format)
+    chunks = iter(lambda: text.read(options.block_size), b"")
+    if options.format == "ndjson":
+        yield from _ndjson(chunks, options, name)
+    else:
+        yield from _values(chunks, options, name)
+
+
+# -- NDJSON ---------------------------------------------------------------------------------
+
+def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
+    carry = b""
+    line, row = 1, 1
+    done = False
+    while not done:
+        chunk = next(chunks, None)
+        if chunk is None:
+            done, block, carry = True, carry, b""
+        else:
+            buffer = carry + chunk
+            cut = buffer.rfind(b"\n")
+            if cut < 0:
+                carry = buffer
+                if len(carry) > options.max_field_bytes:
+                    raise SourceError(f"{name}: line {line} is longer than max_field_bytes "
+                                      f"({options.max_field_bytes} bytes)")
+                continue
+            block, carry = buffer[: cut + 1], buffer[cut + 1:]
+        if not block:
+            continue
+        batch = _fast(block, row) or _slow(block, line, row, name)
+        if batch.data.num_rows or batch.bad_rows:
+            yield batch
+        line += block.count(b"\n")
+        row += batch.data.num_rows + len(batch.bad_rows)
+
+
+def _fast(block: bytes, row: int) -> SourceBatch | None:
+    """pyarrow's parser, when its result is exact and lines map one-to-one onto rows."""
+    if _BLANK_LINE.search(block.rstrip(b"\r\n")):
+        return None
+    try:
+        table = pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(
+            use_threads=False, block_size=len(block) + 1))
+    except pa.ArrowInvalid:
+        return None
+    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    if table.num_rows != lines or not all(_exact(f.type) for f in table.schema):
+        return None
+    return SourceBatch(columns=table.schema.names, data=_one_batch(table), first_row=row, bad_rows=[])
+
+
+def _exact(t: pa.DataType) -> bool:
+    if pa.types.is_floating(t) or pa.types.is_temporal(t):
+        return False
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _exact(t.value_type)
+    if pa.types.is_struct(t):
+        return all(_exact(t.field(i).type) for i in range(t.num_fields))
+    return True
+
+
+def _slow(block: bytes, line: int, row: int, name: str) -> SourceBatch:
+    rows: list[dict[str, Any]] = []
+    bad: list[BadRow] = []
+    first = row
+    for raw in block.split(b"\n"):
+        text = raw.decode("utf-8").strip()
+        if text:
+            try:
+                value = _DECODER.decode(text)
+            except (ValueError, RecursionError) as exc:
+                bad.append(BadRow(row, f"line {line} is not valid JSON: {_why(exc)}", text))
+            else:
+                if isinstance(value, dict):
+                    rows.append(value)
+                else:
+                    bad.append(BadRow(row, f"line {line} is not a JSON object", text))
+            row += 1
+        line += 1
+    return rows_batch(rows, first_row=first, bad_rows=bad)
+
+
+# -- JSON: an array of objects, or objects one after another --------------------------------
+
+def _values(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text, pos, line, eof = "", 0, 1, False
+
+    def more() -> None:
+        nonlocal text, pos, eof
+        chunk = next(chunks, None)
+        eof = chunk is None
+        text = text[pos:] + decoder.decode(chunk or b"", final=eof)
+        pos = 0
+
+    def skip_space() -> bool:
+        """Move past whitespace; False at the end of the content."""
+        nonlocal pos, line
+        while True:
+            end = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            line += text.count("\n", pos, end)
+            pos = end
+            if pos < len(text) or eof:
+                return pos < len(text)
+            more()
+
+    more()
+    skip_space()
+    in_array = text.startswith("[", pos)
+    if in_array:
+        pos += 1
+    rows: list[dict[str, Any]] = []
+    bad: list[BadRow] = []
+    row = first = 1
+    size = 0  # characters of the elements gathered for the next batch
+    expect_value = True
+    while True:
+        if not skip_space():
+            if in_array:
+                raise SourceError(f"{name}: malformed JSON: the top-level array is never closed (line {line})")
+            break
+        if in_array and text[pos] == "]" and (not expect_value or row == 1):
+            pos += 1
+            break
+        if not expect_value:
+            if text[pos] != ",":
+                raise SourceError(f"{name}: malformed JSON near line {line}: expected ',' or ']' after "
+                                  f"element {row - 1}")
+            pos += 1
+            expect_value = True
+            continue
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+            if end == len(text) and not eof:
+                raise json.JSONDecodeError("value may continue", text, end)
+        except json.JSONDecodeError as exc:
+            if not eof:
+                if len(text) - pos > options.max_field_bytes:
+                    raise SourceError(f"{name}: the JSON value starting at line {line} is malformed or longer "
+                                      f"than max_field_bytes ({options.max_field_bytes} bytes)") from exc
+                more()
+                continue
+            raise SourceError(f"{name}: malformed JSON near line {line + text.count(chr(10), pos, exc.pos)}: "
+                              f"{exc.msg}") from exc
+        start_line = line
+        line += text.count("\n", pos, end)
+        size += end - pos
+        pos = end
+        if isinstance(value, dict):
+            rows.append(value)
+        else:
+            what = f"element {row} of the top-level array" if in_array else f"value {row}"
+            bad.append(BadRow(row, f"{what} (line {start_line}) is not a JSON object", _dump(value)))
+        row += 1
+        expect_value = not in_array
+        if len(rows) + len(bad) >= _BATCH_ROWS or size >= options.block_size:
+            yield rows_batch(rows, first_row=first, bad_rows=bad)
+            rows, bad, first, size = [], [], row, 0
+    if in_array and skip_space():
+        raise SourceError(f"{name}: unexpected data after the top-level JSON array, line {line}")
+    if rows or bad:
+        yield rows_batch(rows, first_row=first, bad_rows=bad)
+
+
+# -- Python objects → Arrow -------------------------------------------------------------------
+
+def rows_batch(rows: list[dict[str, Any]], *, first_row: int, bad_rows: list[BadRow]) -> SourceBatch:
+    """A batch from parsed objects: columns in order of first appearance, one Arrow type each.
+
+    A column whose values do not share one Arrow type (a number here, text there) becomes
+    text: the validate stage then types it from the text, exactly.
+    """
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    names = list(keys)
+    arrays = [_array([r.get(k) for r in rows]) for k in names]
+    data = pa.RecordBatch.from_arrays(arrays, names=names) if names else _no_columns(len(rows))
+    skipped = {b.row for b in bad_rows}
+    start = next(r for r in range(first_row, first_row + len(rows) + len(bad_rows) + 1) if r not in skipped)
+    return SourceBatch(columns=names, data=data, first_row=start, bad_rows=bad_rows)
+
+
+def _array(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([_text(v) for v in values], pa.string())
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | decimal.Decimal):
+        return str(value)
+    return _dump(value)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _no_columns(n: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([])))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)

@@ -1,0 +1,196 @@
+"""Byte-stream layers under the readers: gzip with a size guard, validated UTF-8, seekable spooling."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import io
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from pipeline.read import SourceError, SourceOptions
+
+_BOM = codecs.BOM_UTF8
+_CHUNK = 1 << 20
+
+
+class _RawReader(io.RawIOBase):
+    """A read-only stream built from `read(n)`; `readinto` for the io machinery."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class GzipGuard(_RawReader):
+    """Stream-decompress gzip; refuse more than `limit` decompressed bytes (gzip bombs)."""
+
+    def __init__(self, raw: BinaryIO, *, limit: int, name: str) -> None:
+        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._limit = limit
+        self._name = name
+        self.total = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        try:
+            data = self._gz.read(size)
+        except EOFError as exc:
+            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: it ends before the "
+                              "end-of-stream marker") from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: {exc}") from exc
+        self.total += len(data)
+        if self.total > self._limit:
+            raise SourceError(f"{self._name}: decompressed size exceeds {self._limit} bytes "
+                              "(max_decompressed_bytes); refusing to read further")
+        return data
+
+
+def open_bytes(stream: BinaryIO, options: SourceOptions, name: str) -> BinaryIO:
+    """The file's content bytes: decompressed when `options.gzip`."""
+    if options.gzip:
+        return GzipGuard(stream, limit=options.max_decompressed_bytes, name=name)  # type: ignore[return-value]
+    return stream
+
+
+class Utf8Stream(_RawReader):
+    """The content as validated UTF-8 bytes, transcoded from `encoding` when needed.
+
+    Invalid bytes and NUL bytes (binary files) raise `SourceError` with the line and byte offset.
+    A UTF-8 byte order mark is dropped. `trailer` is appended after the last byte (the CSV
+    reader's end-of-file sentinel). A 0-byte content raises "file is empty".
+    """
+
+    def __init__(self, src: BinaryIO, *, encoding: str, name: str, what: str, trailer: bytes = b"") -> None:
+        try:
+            codec = codecs.lookup(encoding)
+        except LookupError as exc:
+            raise SourceError(f"{name}: unknown encoding {encoding!r} in the table definition") from exc
+        self._src = src
+        self._name = name
+        self._what = what
+        self._encoding = encoding
+        self._passthrough = codec.name in ("utf-8", "utf-8-sig")
+        self._decoder = codec.incrementaldecoder("strict")
+        self._trailer = trailer
+        self._pending = b""
+        self._eof = False
+        self._offset = 0  # source bytes consumed
+        self._lines = 0  # newlines in the consumed source bytes
+        self._lock = threading.Lock()
+        self._detached = False
+
+    def detach(self) -> None:
+        """Stop reading the source (pyarrow may still call `read` from its read-ahead thread)."""
+        with self._lock:
+            self._detached = True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        with self._lock:
+            if self._detached:
+                return b""
+            return self._read(size)
+
+    def _read(self, size: int) -> bytes:
+        while len(self._pending) < size and not self._eof:
+            self._fill(max(size - len(self._pending), 1))
+        if len(self._pending) <= size:  # the common case: hand the chunk over without copying
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+    def _fill(self, size: int) -> None:
+        chunk = self._src.read(size)
+        if not chunk:
+            self._eof = True
+            if self._offset == 0:
+                raise SourceError(f"{self._name}: file is empty")
+            self._pending += self._decode(b"", final=True) + self._trailer
+            return
+        if self._offset == 0 and self._passthrough and chunk.startswith(_BOM):
+            self._offset, chunk = len(_BOM), chunk[len(_BOM):]
+        self._pending += self._decode(chunk, final=False)
+        self._offset += len(chunk)
+        self._lines += chunk.count(b"\n")
+
+    def _decode(self, chunk: bytes, *, final: bool) -> bytes:
+        buffered = self._decoder.getstate()[0]
+        if self._passthrough and not buffered and chunk.isascii():
+            if b"\x00" in chunk:
+                self._nul(chunk)
+            return chunk
+        try:
+            text = self._decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            seen = (buffered + chunk)[: exc.start]
+            offset = self._offset - len(buffered) + exc.start
+            line = self._lines - buffered.count(b"\n") + seen.count(b"\n") + 1
+            if self._passthrough:
+                raise SourceError(
+                    f"{self._name}: file is not valid UTF-8 near line {line} (byte offset {offset}); set "
+                    "csv.encoding in the table definition (e.g. latin-1)") from exc
+            raise SourceError(f"{self._name}: file is not valid {self._encoding} near line {line} (byte offset "
+                              f"{offset}); check csv.encoding in the table definition") from exc
+        out = chunk if self._passthrough else text.encode("utf-8")
+        if b"\x00" in out:
+            self._nul(out)
+        return out
+
+    def _nul(self, out: bytes) -> None:
+        line = self._lines + out[: out.index(b"\x00")].count(b"\n") + 1
+        raise SourceError(
+            f"{self._name}: file contains a NUL byte near line {line}: it looks like a binary file, not "
+            f"{self._what} text (for UTF-16 text set csv.encoding: utf-16)")
+
+
+@contextlib.contextmanager
+def seekable(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[BinaryIO]:
+    """The content as a seekable file at position 0: the stream itself, or a spooled temporary copy."""
+    if not options.gzip and _is_seekable(stream):
+        start = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(start)
+        if end <= start:
+            raise SourceError(f"{name}: file is empty")
+        yield stream
+        return
+    with tempfile.TemporaryFile(prefix="caf-source-") as tmp:
+        shutil.copyfileobj(open_bytes(stream, options, name), tmp, _CHUNK)
+        if tmp.tell() == 0:
+            raise SourceError(f"{name}: file is empty")
+        tmp.seek(0)
+        yield tmp  # type: ignore[misc]
+
+
+def _is_seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def start_position(stream: BinaryIO) -> int | None:
+    """Where the stream is now, if it can be re-read from there (None otherwise)."""
+    if not _is_seekable(stream):
+        return None
+    try:
+        return stream.tell()
+    except OSError:
+        return None

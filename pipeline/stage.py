@@ -1,0 +1,172 @@
+"""Stage: validated record batches → one Parquet file with lineage, plus a quarantine NDJSON.
+
+Streaming end to end: each batch is read, validated, extended with lineage columns and
+appended to the Parquet writer; memory stays at a few batches whatever the file size.
+Key duplicates within the file are found afterwards with DuckDB over the staged Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adapters.warehouse.base import TableTarget
+from database.identifiers import column_name, quote_ident
+from pipeline.read import SourceBatch
+from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
+
+QUARANTINE_SAMPLE = 5  # bad rows quoted in an error message
+
+
+@dataclass(frozen=True)
+class Lineage:
+    file_id: int
+    batch_id: int | None
+    ingested_at: datetime
+    file_id_column: str = "_file_id"
+
+
+@dataclass
+class StageResult:
+    path: Path
+    rows_read: int = 0
+    rows_staged: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+    new_columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.bad_rows)
+
+
+def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column_map: dict[str, str],
+                  allow_new_columns: bool, header: bool, lineage: Lineage, path: Path,
+                  max_bad_records: int) -> StageResult:
+    """Validate and write every batch to `path` (Parquet); collects bad rows.
+
+    Stops early (returns) as soon as bad rows exceed `max_bad_records`: the file will fail and
+    reading the rest is wasted work.
+    """
+    result = StageResult(path=path)
+    writer: pq.ParquetWriter | None = None
+    plan: HeaderPlan | None = None
+    schema: pa.Schema | None = None
+    try:
+        for batch in batches:
+            if plan is None:
+                plan = plan_header(batch.columns, target, column_map=column_map,
+                                   allow_new_columns=allow_new_columns, header=header)
+                result.new_columns = list(plan.new_columns)
+            result.rows_read += batch.data.num_rows + len(batch.bad_rows)
+            result.bad_rows.extend(batch.bad_rows)
+            validated = validate_batch(batch, plan, target)
+            result.bad_rows.extend(validated.bad_rows)
+            table = _with_lineage(validated.data, lineage)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema, compression="snappy")
+            writer.write_table(table.cast(schema) if table.schema != schema else table)
+            result.rows_staged += table.num_rows
+            if len(result.bad_rows) > max_bad_records:
+                break
+        if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
+            writer = pq.ParquetWriter(path, _empty_schema(target, lineage), compression="snappy")
+    finally:
+        if writer is not None:
+            writer.close()
+    result.bad_rows.sort(key=lambda b: b.row)
+    return result
+
+
+def _with_lineage(data: pa.RecordBatch, lineage: Lineage) -> pa.Table:
+    """Target columns, then `_file_id`, `_batch_id`, `_source_row`, `_ingested_at`."""
+    n = data.num_rows
+    table = pa.Table.from_batches([data])
+    source_row = table.column("_source_row").cast(pa.int64())
+    table = table.drop_columns(["_source_row"])
+    table = table.append_column(lineage.file_id_column, pa.repeat(pa.scalar(lineage.file_id, pa.int64()), n))
+    table = table.append_column("_batch_id", pa.repeat(pa.scalar(lineage.batch_id, pa.int64()), n))
+    table = table.append_column("_source_row", source_row)
+    stamp = pa.scalar(lineage.ingested_at, pa.timestamp("us", tz="UTC"))
+    return table.append_column("_ingested_at", pa.repeat(stamp, n))
+
+
+def _empty_schema(target: TableTarget, lineage: Lineage) -> pa.Schema:
+    from adapters.warehouse.types import arrow_type
+
+    fields = [pa.field(c.name, arrow_type(c.type, c.mode)) for c in target.columns]
+    fields += [pa.field(lineage.file_id_column, pa.int64()), pa.field("_batch_id", pa.int64()),
+               pa.field("_source_row", pa.int64()), pa.field("_ingested_at", pa.timestamp("us", tz="UTC"))]
+    return pa.schema(fields)
+
+
+def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
+    """Rows whose key repeats an earlier row of the same file (the first occurrence is kept)."""
+    if not keys:
+        return []
+    import duckdb
+
+    cols = ", ".join(quote_ident(column_name(k)) for k in keys)
+    sql = (
+        f"SELECT _source_row, first_row, {cols} FROM ("
+        f"  SELECT _source_row, {cols}, min(_source_row) OVER (PARTITION BY {cols}) AS first_row"
+        f"  FROM read_parquet(?)) WHERE _source_row <> first_row ORDER BY _source_row"
+    )
+    with duckdb.connect() as conn:
+        rows = conn.execute(sql, [str(path)]).fetchall()
+    bad = []
+    for source_row, first_row, *values in rows:
+        key = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+        bad.append(BadRow(row=int(source_row), reason=f"duplicate key ({key}) first seen at row {first_row}",
+                          raw={k: _jsonable(v) for k, v in zip(keys, values, strict=True)}))
+    return bad
+
+
+def drop_rows(path: Path, rows: list[int]) -> int:
+    """Rewrite the staged Parquet without the given source rows; returns rows kept."""
+    import duckdb
+
+    tmp = path.with_suffix(".tmp.parquet")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TEMP TABLE drop_rows(r BIGINT)")
+        conn.executemany("INSERT INTO drop_rows VALUES (?)", [[r] for r in rows])
+        conn.execute(f"COPY (SELECT * FROM read_parquet('{_sql_path(path)}') WHERE _source_row NOT IN "
+                     f"(SELECT r FROM drop_rows) ORDER BY _source_row) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+        kept = conn.execute(f"SELECT count(*) FROM read_parquet('{_sql_path(tmp)}')").fetchone()
+    tmp.replace(path)
+    return int(kept[0]) if kept else 0
+
+
+def _sql_path(path: Path) -> str:
+    # COPY ... TO takes no parameters; our own temp paths only, quotes doubled defensively.
+    return str(path).replace("'", "''")
+
+
+def quarantine_lines(bad_rows: list[BadRow]) -> bytes:
+    """NDJSON: one object per rejected row with its source row number, reason and raw values."""
+    lines = [json.dumps({"row": b.row, "reason": b.reason, "raw": _jsonable(b.raw)}, ensure_ascii=False,
+                        default=str) for b in bad_rows]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def describe_bad_rows(bad_rows: list[BadRow], limit: int = QUARANTINE_SAMPLE) -> str:
+    shown = "; ".join(f"row {b.row}: {b.reason}" for b in bad_rows[:limit])
+    more = f" (and {len(bad_rows) - limit} more)" if len(bad_rows) > limit else ""
+    return shown + more
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
