@@ -109,8 +109,8 @@ def backfill(target: str = typer.Argument(..., help="BUCKET or BUCKET/PREFIX")) 
     internal = (cfg.archive_prefix, cfg.failed_prefix, cfg.quarantine_prefix, cfg.staging_prefix)
     candidates = [o for o in deps.storage.list(bucket, prefix) if not o.name.startswith(internal)]
     with unit_of_work(deps.sessions) as session:
-        done = set(session.execute(select(File.name, File.generation).where(
-            File.bucket == bucket, File.status.in_(("SUCCESS", "ERROR")))).tuples())
+        done = {tuple(r) for r in session.execute(select(File.name, File.generation).where(
+            File.bucket == bucket, File.status.in_(("SUCCESS", "ERROR")))).all()}
     todo = [o for o in candidates if (o.name, o.generation) not in done]
     console.print(f"{len(candidates)} object(s) under {target}; {len(candidates) - len(todo)} already "
                   f"processed, {len(todo)} to deliver")

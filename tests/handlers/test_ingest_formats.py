@@ -138,8 +138,8 @@ BAD_INPUTS = {
     "unterminated_quote": ("crm/people/quote.csv", b'id,name,score,born\n1,"Ann,1,2000-01-01\n2,Bo,2,2000-01-01\n',
                            "quote"),
     "binary_garbage": ("crm/people/garbage.csv", bytes(range(256)) * 40, ""),
-    "truncated_gzip": ("crm/people/cut.csv.gz", gzip.compress(b"id,name,score,born\n" + b"1,Ann,1,2000-01-01\n" * 500)[:-40],
-                       "gzip"),
+    "truncated_gzip": ("crm/people/cut.csv.gz",
+                       gzip.compress(b"id,name,score,born\n" + b"1,Ann,1,2000-01-01\n" * 500)[:-40], "gzip"),
     "unknown_extension": ("crm/people/tool.exe", b"MZ\x90\x00", ".exe"),
     "ragged_rows": ("crm/people/ragged.csv", b"id,name,score,born\n1,Ann,1,2000-01-01\n2,Bo,2,2000-01-01,extra\n", ""),
 }
