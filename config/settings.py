@@ -67,6 +67,28 @@ class TaskSettings(_Section):
     backoff_max_seconds: float = Field(600.0, gt=0)
 
 
+class AuthSettings(_Section):
+    mode: Literal["static", "google"] = "static"
+    """static: bearer tokens from `static_tokens` (local/test only); google: Google-signed ID tokens."""
+    static_tokens: dict[str, str] = Field(default_factory=dict)
+    """token → tenant, for local runs and tests; never used when mode is google."""
+    audience: str | None = None
+    """Expected `aud` of Google ID tokens (the operator function's URL)."""
+    principals: dict[str, str] = Field(default_factory=dict)
+    """Verified identity (email or subject) → tenant, for mode google."""
+    signing_key: SecretStr | None = None
+    """HMAC key for locally signed upload URLs (env AUTH__SIGNING_KEY); generated per process if unset."""
+    upload_url_ttl_seconds: int = Field(900, gt=0)
+
+
+class AlertSettings(_Section):
+    webhooks: list[str] = Field(default_factory=list)
+    """Chat webhook URLs (Google Chat or Slack format, chosen by host); put them in the environment
+    (ALERTS__WEBHOOKS='["https://..."]') since they embed credentials."""
+    min_interval_seconds: int = Field(60, ge=0)
+    """Rate limit: at most one alert per key within this interval."""
+
+
 class Settings(BaseSettings):
     """All of CAF's configuration. Built once at start (`get_settings()`), passed to handlers."""
 
@@ -99,6 +121,8 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     publisher: PublisherSettings = PublisherSettings()
     tasks: TaskSettings = TaskSettings()
+    auth: AuthSettings = AuthSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("storage_emulator_host")
     @classmethod
