@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from adapters.warehouse.base import Column, LoadRequest, LoadResult
 from database.registry import RegisteredTable
 from errors import CafError, PermanentError
@@ -101,6 +103,7 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: Deps, *, file_i
             allow_new_columns=table.allow_new_columns, header=options.header, lineage=lineage, path=path,
             max_bad_records=table.max_bad_records,
         )
+    pa.default_memory_pool().release_unused()  # hand batch buffers back before the load
     staged = Staged(local_path=path, staged_uri=None, rows_read=result.rows_read, rows_staged=result.rows_staged,
                     bad_rows=list(result.bad_rows), new_columns=result.new_columns)
     if staged.rows_rejected <= table.max_bad_records and table.target.keys:

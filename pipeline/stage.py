@@ -125,8 +125,11 @@ def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
         f"  SELECT _source_row, {cols}, min(_source_row) OVER (PARTITION BY {cols}) AS first_row"
         f"  FROM read_parquet(?)) WHERE _source_row <> first_row ORDER BY _source_row"
     )
-    with duckdb.connect() as conn:
-        rows = conn.execute(sql, [str(path)]).fetchall()
+    with duckdb.connect(config={"memory_limit": "128MB"}) as conn:
+        # Cheap aggregate first: the window query below only runs when a key repeats.
+        repeated = conn.execute(f"SELECT 1 FROM read_parquet(?) GROUP BY {cols} HAVING count(*) > 1 LIMIT 1",
+                                [str(path)]).fetchone()
+        rows = conn.execute(sql, [str(path)]).fetchall() if repeated else []
     bad = []
     for source_row, first_row, *values in rows:
         key = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
@@ -140,7 +143,7 @@ def drop_rows(path: Path, rows: list[int]) -> int:
     import duckdb
 
     tmp = path.with_suffix(".tmp.parquet")
-    with duckdb.connect() as conn:
+    with duckdb.connect(config={"memory_limit": "128MB"}) as conn:
         conn.execute("CREATE TEMP TABLE drop_rows(r BIGINT)")
         conn.executemany("INSERT INTO drop_rows VALUES (?)", [[r] for r in rows])
         conn.execute(f"COPY (SELECT * FROM read_parquet('{_sql_path(path)}') WHERE _source_row NOT IN "

@@ -28,6 +28,8 @@ _FROM_DUCKDB = {v: k for k, v in DUCKDB_TYPES.items() if k != "BIGNUMERIC"} | {
     "INTEGER": "INT64",
     "DECIMAL(18,3)": "NUMERIC",
 }
+# Bounded memory: DuckDB spills to its temp directory instead of growing past this.
+DUCKDB_CONFIG = {"memory_limit": "192MB", "preserve_insertion_order": "false"}
 _PARAM = re.compile(r"(?<![:@\w])[@$](\w+)")
 
 
@@ -50,7 +52,7 @@ class DuckDbWarehouse:
 
         with self._lock:
             try:
-                conn = duckdb.connect(str(self.path))
+                conn = duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
             except duckdb.IOException as exc:
                 raise TransientError(f"warehouse file {self.path.name} is busy or unreadable: {exc}") from exc
             try:
@@ -119,10 +121,9 @@ class DuckDbWarehouse:
             conn.execute("BEGIN TRANSACTION")
             try:
                 self._delete_previous(conn, qualified, target, request, source)
-                conn.execute(f"INSERT INTO {qualified} ({cols}) SELECT {cols} FROM read_parquet(?)", [source])
-                loaded = conn.execute(
-                    f"SELECT count(*) FROM {qualified} WHERE {quote_ident(self.file_id_column)} = ?",
-                    [request.file_id]).fetchone()[0]
+                inserted = conn.execute(
+                    f"INSERT INTO {qualified} ({cols}) SELECT {cols} FROM read_parquet(?)", [source]).fetchone()
+                loaded = inserted[0] if inserted else 0
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
