@@ -81,6 +81,15 @@ class AuthSettings(_Section):
     upload_url_ttl_seconds: int = Field(900, gt=0)
 
 
+class JobSettings(_Section):
+    upload_bucket: str = "uploads"
+    """Bucket the signed upload URLs point at; objects at `<tenant>/<job id>/<name>`."""
+    landing_bucket: str = "landing"
+    """Where verified files for warehouse tables are copied (non-default tenants under `<tenant>/`)."""
+    per_tenant_datasets: bool = False
+    """Non-default tenants' tables load into `{tenant}_{dataset}` (database.tenancy.tenant_dataset)."""
+
+
 class AlertSettings(_Section):
     webhooks: list[str] = Field(default_factory=list)
     """Chat webhook URLs (Google Chat or Slack format, chosen by host); put them in the environment
@@ -122,6 +131,7 @@ class Settings(BaseSettings):
     publisher: PublisherSettings = PublisherSettings()
     tasks: TaskSettings = TaskSettings()
     auth: AuthSettings = AuthSettings()
+    jobs: JobSettings = JobSettings()
     alerts: AlertSettings = AlertSettings()
 
     @field_validator("storage_emulator_host")

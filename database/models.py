@@ -302,3 +302,6 @@ class Outbox(TenantOwned, Base):
     attributes: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+from database import job_models  # noqa: E402,F401  (registers job tables)

@@ -40,6 +40,8 @@ class RegisteredTable:
 
 def sync_definition(*, session: Session, definition: TableDefinition, path: Path | None = None) -> str:
     """Upsert one definition; returns 'created', 'updated' or 'unchanged'."""
+    if definition.target == "staging":
+        return _sync_staging_entity(session=session, definition=definition)
     domain = session.scalar(select(Domain).where(Domain.tenant_id == definition.tenant,
                                                  Domain.name == definition.dataset))
     if domain is None:
@@ -70,6 +72,20 @@ def sync_definition(*, session: Session, definition: TableDefinition, path: Path
     session.flush()
     _sync_columns(session, table, definition)
     return outcome
+
+
+def _sync_staging_entity(*, session: Session, definition: TableDefinition) -> str:
+    """Semi-structured entities land as JSONB rows in Postgres `staging` (upload jobs), not in the warehouse."""
+    from database.jobs import sync_staging_entity
+
+    csv = definition.reader_options().get("csv", {})
+    sync_staging_entity(session=session, tenant_id=definition.tenant,
+                        name=f"{definition.dataset}.{definition.table}", source_glob=definition.source_glob,
+                        format="ndjson" if definition.format == "ndjson" else "csv",
+                        column_map=dict(definition.columns),
+                        required=[c.name for c in definition.schema_ if c.mode == "REQUIRED"],
+                        options={k: csv[k] for k in ("delimiter", "quote", "encoding") if k in csv})
+    return "updated"
 
 
 def _sync_columns(session: Session, table: Table, definition: TableDefinition) -> None:

@@ -104,6 +104,8 @@ class TableDefinition(_Strict):
     allow_new_columns: bool = False
     tenant: str = "default"
     description: str | None = None
+    target: Literal["warehouse", "staging"] = "warehouse"
+    """staging: rows land as JSONB in Postgres `staging` (csv/tsv/ndjson), not in the warehouse."""
 
     @field_validator("dataset")
     @classmethod
@@ -145,6 +147,8 @@ class TableDefinition(_Strict):
             raise ValueError("sheet: only applies to format xlsx")
         if self.csv and self.format not in ("csv", "tsv"):
             raise ValueError("csv: only applies to format csv or tsv")
+        if self.target == "staging" and self.format not in ("csv", "tsv", "ndjson"):
+            raise ValueError("target staging: format must be csv, tsv or ndjson")
         return self
 
     # -- derived ----------------------------------------------------------------------------
@@ -162,7 +166,7 @@ class TableDefinition(_Strict):
         return opts
 
     def checksum(self) -> str:
-        canonical = json.dumps(self.model_dump(by_alias=True), sort_keys=True, default=str)
+        canonical = json.dumps(self.model_dump(by_alias=True, exclude_defaults=True), sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def target(self) -> TableTarget:
