@@ -36,8 +36,9 @@ class _Section(BaseModel):
 class IngestSettings(_Section):
     lease_seconds: int = Field(900, gt=0)
     """A PROCESSING claim older than this is taken over by a redelivered event."""
-    block_size_bytes: int = Field(8 << 20, ge=1 << 16)
-    """Bytes per record batch read from a file (memory per batch is a few times this)."""
+    block_size_bytes: int = Field(2 << 20, ge=1 << 16)
+    """Bytes per record batch read from a file; the CSV reader keeps several blocks in flight,
+    so peak memory grows with this (2 MiB: ~350 MB peak on any file size; 8 MiB: ~600 MB)."""
     max_decompressed_bytes: int = Field(20 << 30, gt=0)
     """A gzip member inflating beyond this is rejected (zip-bomb guard)."""
     max_field_bytes: int = Field(64 << 20, gt=0)
@@ -95,7 +96,7 @@ class AlertSettings(_Section):
     """Chat webhook URLs (Google Chat or Slack format, chosen by host); put them in the environment
     (ALERTS__WEBHOOKS='["https://..."]') since they embed credentials."""
     min_interval_seconds: int = Field(60, ge=0)
-    """Rate limit: at most one alert per key within this interval."""
+    """Rate limit: at most one alert per group (kind + table / task / DAG) within this interval."""
 
 
 class Settings(BaseSettings):

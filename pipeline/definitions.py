@@ -169,7 +169,7 @@ class TableDefinition(_Strict):
         canonical = json.dumps(self.model_dump(by_alias=True, exclude_defaults=True), sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def target(self) -> TableTarget:
+    def table_target(self) -> TableTarget:
         return TableTarget(
             dataset=self.dataset, table=self.table,
             columns=tuple(Column(c.name, c.type, c.mode, c.description) for c in self.schema_),

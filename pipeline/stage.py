@@ -22,7 +22,8 @@ from database.identifiers import column_name, quote_ident
 from pipeline.read import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 
-QUARANTINE_SAMPLE = 5  # bad rows quoted in an error message
+QUARANTINE_SAMPLE = 5
+ROW_GROUP_ROWS = 128 * 1024  # rows buffered per Parquet row group  # bad rows quoted in an error message
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     writer: pq.ParquetWriter | None = None
     plan: HeaderPlan | None = None
     schema: pa.Schema | None = None
+    pending: list[pa.Table] = []
+    pending_rows = 0
     try:
         for batch in batches:
             if plan is None:
@@ -72,10 +75,16 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
             if writer is None:
                 schema = table.schema
                 writer = _writer(path, schema)
-            writer.write_table(table.cast(schema) if table.schema != schema else table)
+            pending.append(table.cast(schema) if table.schema != schema else table)
+            pending_rows += table.num_rows
             result.rows_staged += table.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:  # few, large row groups: cheaper to write and to load
+                writer.write_table(pa.concat_tables(pending))
+                pending, pending_rows = [], 0
             if len(result.bad_rows) > max_bad_records:
                 break
+        if writer is not None and pending:
+            writer.write_table(pa.concat_tables(pending))
         if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
             writer = _writer(path, _empty_schema(target, lineage))
     finally:
