@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 export XDG_RUNTIME_DIR ?= $(CURDIR)/.local/run
 
-.PHONY: demo test lint typecheck unit serve bench clean
+.PHONY: demo test lint typecheck unit serve bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-stamp
+unit: $(VENV)/.dev-stamp browser
 	$(BIN)/pytest
+
+# Debian's Chromium for the operator page's browser test (tests/web); installed only when missing.
+browser: /usr/bin/chromium
+/usr/bin/chromium:
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "chromium missing and not root: the browser test is skipped (apt-get install chromium)"; fi
 
 test: lint unit
 

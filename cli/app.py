@@ -19,7 +19,7 @@ def _register() -> None:
     app.command()(demo.demo)
     app.command()(serve.serve)
     app.command()(status.status)
-    for optional in ("cli.ingest", "cli.registry", "cli.tasks"):
+    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops"):
         try:
             module = __import__(optional, fromlist=["register"])
         except ModuleNotFoundError as exc:

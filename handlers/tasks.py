@@ -1,12 +1,22 @@
-"""Pub/Sub routes for CAF's own events (task, dataform, powerbi, file_loaded).
+"""Pub/Sub routes for CAF's own events (task, dataform, powerbi, file_loaded) into the task engine.
 
-Until the task engine lands, each route records what it received in the log and acknowledges.
+    task         {"task": name} | {"dag": name}            start a batch (Cloud Scheduler)
+                 {"batch_id", "task_id", "attempt"}        run one task run (claimed once)
+                 {"batch_id", "task_id", "attempt", "check"}   check a pending run
+                 {"sweep": true}                            end runs whose lease passed; send unsent events
+    dataform, powerbi   {"batch_id", "task_id", "attempt", "check"}   check a remote run
+    file_loaded  {"file_id", "batch_id", "dataset", "table", ...}  start the on_file tasks
+
+A message whose `not_before` attribute is still in the future raises TransientError, so that
+Pub/Sub redelivers it later (the local bus never delivers early).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from handlers.messages import MalformedEvent, parse_time
 
 if TYPE_CHECKING:
     from handlers.deps import Deps
@@ -16,5 +26,80 @@ log = logging.getLogger("caf.tasks")
 
 
 def handle(route: str, message: PubSubMessage, deps: Deps) -> None:
-    payload = message.json()
-    log.info("received %s event %s: %s", route, message.message_id, sorted(payload))
+    from engine import retry
+
+    retry.ensure_due(parse_time(message.attributes.get("not_before")), deps.clock())
+    data = message.json()
+    if route == "file_loaded":
+        file_loaded(data, deps)
+    elif route == "task" and "batch_id" not in data:
+        trigger(data, deps, message_id=message.message_id)
+    elif route in ("task", "dataform", "powerbi"):
+        from engine import runner
+
+        check = data.get("check")
+        if route != "task" and check is None:
+            raise MalformedEvent(f"{route} message without 'check': {sorted(data)}")
+        runner.run_message(deps, batch_id=_int(data, "batch_id"), task_id=_int(data, "task_id"),
+                           attempt=_int(data, "attempt", minimum=1),
+                           check=None if check is None else _int(data, "check", minimum=0))
+    else:
+        raise MalformedEvent(f"unknown task route {route!r}")
+
+
+def trigger(data: dict[str, Any], deps: Deps, *, message_id: str | None = None) -> None:
+    """A scheduled start (`{"task": name}` or `{"dag": name}`), or a sweep (expired leases, unsent events)."""
+    from database import outbox
+    from engine import scheduler
+
+    if data.get("sweep"):
+        ended = scheduler.sweep_expired(deps)
+        sent = outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
+        log.info("sweep: %s expired run(s) ended, %s unsent event(s) published", ended, sent)
+        return
+    name = data.get("task") or data.get("dag")
+    if not isinstance(name, str) or not name:
+        raise MalformedEvent("task message needs 'task', 'dag', 'sweep' or 'batch_id'")
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise MalformedEvent("'parameters' must be an object")
+    scheduler.start_batch(deps, name=name, trigger=str(data.get("trigger") or "schedule"), parameters=parameters,
+                          message_id=message_id)
+
+
+def file_loaded(data: dict[str, Any], deps: Deps) -> None:
+    """Start the tasks listening to the loaded table in the batch the file load created."""
+    from database import tasks as db
+    from database.session import unit_of_work
+    from engine import scheduler
+
+    dataset, table = data.get("dataset"), data.get("table")
+    if not isinstance(dataset, str) or not isinstance(table, str) or not dataset or not table:
+        raise MalformedEvent("file_loaded message needs 'dataset' and 'table'")
+    batch_id = data.get("batch_id")
+    if batch_id is None:
+        # Not from our ingestion (which always creates the batch): make one for this file.
+        with unit_of_work(deps.sessions) as session:
+            batch_id = db.create_batch(session=session, trigger="file", root=f"{dataset}.{table}",
+                                       started_at=deps.clock())
+            if data.get("file_id") is not None:
+                _attach_file(session, _int(data, "file_id"), batch_id)
+    roots = scheduler.start_file_batch(deps, batch_id=_int({"batch_id": batch_id}, "batch_id"),
+                                       table=f"{dataset}.{table}")
+    log.info("file %s of %s.%s: batch %s started %s task(s)", data.get("file_id"), dataset, table, batch_id,
+             len(roots))
+
+
+def _attach_file(session: Any, file_id: int, batch_id: int) -> None:
+    from sqlalchemy import update
+
+    from database.models import File
+
+    session.execute(update(File).where(File.id == file_id).values(batch_id=batch_id))
+
+
+def _int(data: dict[str, Any], key: str, *, minimum: int = 1) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MalformedEvent(f"task message: {key!r} must be an integer >= {minimum}, got {value!r}")
+    return value

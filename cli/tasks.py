@@ -1,0 +1,230 @@
+"""`caf tasks sync`, `caf run`, `caf batch restart|reprocess|show`, `caf freshness`: the task engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+
+from cli.context import console, open_deps
+
+if TYPE_CHECKING:
+    from handlers.deps import Deps
+
+tasks_app = typer.Typer(help="Task definitions (YAML) ↔ the database.", no_args_is_help=True)
+batch_app = typer.Typer(help="Batches: one run of a DAG or of the tasks below some roots.", no_args_is_help=True)
+_STYLE = {"SUCCESS": "green", "ERROR": "red", "SKIPPED": "yellow", "PROCESSING": "cyan"}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks_app, name="tasks")
+    app.add_typer(batch_app, name="batch")
+    app.command("run")(run)
+    app.command("freshness")(freshness)
+
+
+@tasks_app.command("sync")
+def sync(directory: Path = typer.Argument(..., help="Folder of task YAML files (searched recursively).")) -> None:
+    """Create, update or disable tasks so the database matches DIRECTORY; prints what changed."""
+    from database.session import unit_of_work
+    from engine.sync import sync_directory
+
+    deps = open_deps()
+    with unit_of_work(deps.sessions) as session:
+        report = sync_directory(session=session, directory=directory)
+    table = Table(title=f"tasks from {directory}")
+    table.add_column("task")
+    table.add_column("change")
+    for change, name in sorted(report.changes, key=lambda c: (c[0] == "unchanged", c[1])):
+        table.add_row(name, change)
+    console.print(table)
+    console.print(str(report))
+
+
+def run(
+    target: str = typer.Argument(..., help="A task name or a DAG name."),
+    param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE for SQL parameters (repeatable)."),
+    wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
+    timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
+) -> None:
+    """Start a batch for TASK (and everything below it) or for a whole DAG, and print it."""
+    from engine import scheduler
+
+    parameters = {}
+    for item in param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        parameters[name] = value
+    deps = open_deps()
+    _local_bus(deps)
+    batch_id = scheduler.start_batch(deps, name=target, trigger="cli", parameters=parameters)
+    _finish(deps, batch_id, wait=wait, timeout=timeout)
+
+
+@batch_app.command("restart")
+def restart(batch_id: int = typer.Argument(...), wait: bool = typer.Option(True),
+            timeout: float = typer.Option(3600.0)) -> None:
+    """Re-run the failed and skipped tasks of BATCH_ID under the same batch id."""
+    from engine import scheduler
+
+    deps = open_deps()
+    _local_bus(deps)
+    again = scheduler.restart_batch(deps, batch_id)
+    if not again:
+        console.print(f"batch {batch_id}: nothing failed or skipped; nothing to restart")
+        return
+    console.print(f"batch {batch_id}: running {len(again)} task(s) again")
+    _finish(deps, batch_id, wait=wait, timeout=timeout)
+
+
+@batch_app.command("reprocess")
+def reprocess(target: str = typer.Argument(..., help="FILE_ID, or DATASET.TABLE for its newest loaded file."),
+              wait: bool = typer.Option(True), timeout: float = typer.Option(3600.0)) -> None:
+    """Reload a file from its staged Parquet (no duplicate rows) and re-run the tasks downstream of it."""
+    from database.session import unit_of_work
+    from engine import scheduler
+    from engine.freshness import file_table, latest_loaded_file
+    from errors import PermanentError
+    from handlers import raw_file
+
+    deps = open_deps()
+    _local_bus(deps)
+    with unit_of_work(deps.sessions) as session:
+        file_id = int(target) if target.isdigit() else latest_loaded_file(session=session, table=target)
+        table = file_table(session=session, file_id=file_id) if file_id is not None else None
+    if file_id is None or table is None:
+        raise PermanentError(f"{target}: no loaded file of a registered table found")
+    batch_id = raw_file.reprocess(file_id, deps)
+    scheduler.start_file_batch(deps, batch_id=batch_id, table=table)  # idempotent with its file_loaded event
+    console.print(f"file {file_id} ({table}) reloaded in batch {batch_id}")
+    _finish(deps, batch_id, wait=wait, timeout=timeout)
+
+
+@batch_app.command("show")
+def show(batch_id: int = typer.Argument(...),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """A batch and its task runs."""
+    deps = open_deps()
+    if as_json:
+        typer.echo(json.dumps(batch_data(deps, batch_id), indent=2, default=str))
+    else:
+        print_batch(deps, batch_id)
+
+
+def freshness(target: str = typer.Argument(..., help="DATASET.TABLE"),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Is DATASET.TABLE up to date? Its source files, the task runs that wrote it, what is newer."""
+    from database.session import unit_of_work
+    from engine.freshness import table_freshness
+
+    dataset, sep, table = target.partition(".")
+    if not sep or not dataset or not table:
+        raise typer.BadParameter(f"{target!r} is not DATASET.TABLE")
+    deps = open_deps()
+    with unit_of_work(deps.sessions) as session:
+        data = table_freshness(session=session, warehouse=deps.warehouse, dataset=dataset, table=table)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        print_freshness(data)
+    if data["status"] != "fresh":
+        raise typer.Exit(1)
+
+
+# -- output ----------------------------------------------------------------------------------
+def batch_data(deps: Deps, batch_id: int) -> dict[str, Any]:
+    from database import tasks as db
+    from database.session import unit_of_work
+    from errors import PermanentError
+
+    with unit_of_work(deps.sessions) as session:
+        batch = db.get_batch(session=session, batch_id=batch_id)
+        if batch is None:
+            raise PermanentError(f"batch {batch_id} does not exist")
+        runs = db.batch_runs(session=session, batch_id=batch_id)
+    return {"batch": dataclasses.asdict(batch), "runs": runs}
+
+
+def print_batch(deps: Deps, batch_id: int) -> None:
+    """The batch summary table (also used by `caf demo`)."""
+    data = batch_data(deps, batch_id)
+    batch = data["batch"]
+    took = (batch["finished_at"] - batch["started_at"]).total_seconds() if batch["finished_at"] else None
+    style = _STYLE.get(batch["status"], "")
+    title = (f"batch {batch_id} [{style}]{batch['status']}[/] · {batch['trigger']} {batch['root'] or ''}"
+             + (f" · {took:.1f}s" if took is not None else ""))
+    table = Table(title=title)
+    for column in ("task", "kind", "status", "attempt", "seconds", "detail"):
+        table.add_column(column, justify="right" if column in ("attempt", "seconds") else "left")
+    for r in data["runs"]:
+        seconds = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        table.add_row(r["name"], r["kind"], f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempt"]),
+                      "" if seconds is None else f"{seconds:.2f}", _detail(r))
+    console.print(table)
+    counts = batch["summary"].get("counts")
+    if counts:
+        console.print("  ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _detail(run: dict[str, Any]) -> str:
+    if run["status"] in ("ERROR", "SKIPPED"):
+        return str(run["error"] or "")[:120]
+    output = run["output"] or {}
+    for key in ("rows_affected", "invocation", "request_id", "files", "waiting_for"):
+        if output.get(key) is not None:
+            value = output[key]
+            return f"{key}={', '.join(value) if isinstance(value, dict | list) else value}"[:120]
+    return "running" if run["lease_until"] else ("queued" if run["attempt"] else "planned")
+
+
+def print_freshness(data: dict[str, Any]) -> None:
+    style = {"fresh": "green", "stale": "red"}.get(data["status"], "yellow")
+    rows = "" if data.get("rows") is None else f" · {data['rows']} rows"
+    console.print(f"[bold]{data['table']}[/] is [{style}]{data['status']}[/]{rows}")
+    for reason in data["reasons"]:
+        console.print(f"  - {reason}")
+    producer = data.get("producer")
+    if producer:
+        console.print(f"written by task {producer['task']} (run {producer['task_log_id']}, batch "
+                      f"{producer['batch_id']}, key {str(producer['run_key'])[:12]}, at {producer['finished_at']})")
+    if data["upstream"]:
+        table = Table(title="upstream runs")
+        for column in ("task", "run", "batch", "run key", "current"):
+            table.add_column(column)
+        for u in data["upstream"]:
+            table.add_row(u["task"], str(u["task_log_id"]), str(u["batch_id"]), str(u["run_key"])[:12],
+                          "[red]newer input[/]" if u.get("stale") else "same")
+        console.print(table)
+    if data["files"]:
+        table = Table(title="source files")
+        for column in ("table", "file", "object", "md5", "crc32c", "batch"):
+            table.add_column(column)
+        for f in data["files"]:
+            table.add_row(f.get("table", data["table"]), str(f["file_id"]), f["object"], str(f.get("md5")),
+                          str(f.get("crc32c")), str(f.get("batch_id")))
+        console.print(table)
+
+
+# -- local bus -------------------------------------------------------------------------------
+def _local_bus(deps: Deps) -> None:
+    from cli.serve import attach_local_bus
+
+    attach_local_bus(deps)
+
+
+def _finish(deps: Deps, batch_id: int, *, wait: bool, timeout: float) -> None:
+    from adapters.publisher.local import LocalBus
+    from engine import scheduler
+
+    if not (wait and isinstance(deps.publisher, LocalBus)):
+        console.print(f"batch {batch_id} started; follow it with `caf batch show {batch_id}`")
+        return
+    batch = scheduler.wait_local(deps, batch_id, timeout=timeout)
+    print_batch(deps, batch_id)
+    if batch.status == "ERROR":
+        raise typer.Exit(1)

@@ -1,0 +1,382 @@
+"""Keyword-only database functions of the task engine: batches, task runs and the DAG's edges.
+
+A task run (`task_log`, unique per batch and task) moves through these states:
+
+    planned   PROCESSING, attempt 0                 every task in the batch's scope, at batch start
+    queued    PROCESSING, attempt n, no lease       its message (attempt n) is published
+    running   PROCESSING, attempt n, lease_until    claimed by exactly one delivery
+    finished  SUCCESS | ERROR | SKIPPED
+
+A transient failure puts a running row back to queued with attempt n+1 and `not_before`.
+Every change that decides what runs next (finish, release children, skip, close) happens while
+the batch row is locked (`lock_batch`), so concurrent completions in one batch are serialised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.orm import Session
+
+from database.models import Task, TaskBatch
+
+_RUN_COLUMNS = ("id, batch_id, task_id, status, attempt, started_at, finished_at, lease_until, not_before, "
+                "error, output, remote_id, run_key")
+_TASK_COLUMNS = (Task.id, Task.name, Task.kind, Task.dag, Task.max_attempts, Task.timeout_seconds, Task.on_file,
+                 Task.config, Task.query_id, Task.repo_id, Task.power_bi_report_id, Task.enabled)
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: int
+    name: str
+    kind: str
+    dag: str | None
+    max_attempts: int
+    timeout_seconds: int
+    on_file: list[str]
+    config: dict[str, Any]
+    query_id: int | None
+    repo_id: int | None
+    power_bi_report_id: int | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    batch_id: int
+    task_id: int
+    status: str
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_until: datetime | None
+    not_before: datetime | None
+    error: str | None
+    output: dict[str, Any]
+    remote_id: str | None
+    run_key: str | None
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    id: int
+    status: str
+    trigger: str
+    root: str | None
+    roots: list[int]
+    summary: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _run(row: Any) -> RunRow:
+    values = list(row[:13])
+    values[10] = values[10] or {}
+    return RunRow(*values)
+
+
+def _batch_query() -> Any:
+    return select(TaskBatch.id, TaskBatch.status, TaskBatch.trigger, TaskBatch.root, TaskBatch.roots,
+                  TaskBatch.summary, TaskBatch.started_at, TaskBatch.finished_at)
+
+
+# -- definitions -------------------------------------------------------------------------------
+def get_task(*, session: Session, task_id: int) -> TaskRow | None:
+    row = session.execute(select(*_TASK_COLUMNS).where(Task.id == task_id)).first()
+    return TaskRow(*row) if row else None
+
+
+def find_task(*, session: Session, name: str) -> TaskRow | None:
+    row = session.execute(select(*_TASK_COLUMNS).where(Task.name == name)).first()
+    return TaskRow(*row) if row else None
+
+
+def dag_exists(*, session: Session, dag: str) -> bool:
+    return session.execute(select(Task.id).where(Task.dag == dag, Task.enabled).limit(1)).first() is not None
+
+
+def dag_roots(*, session: Session, dag: str) -> list[int]:
+    """Enabled tasks of `dag` with no enabled parent in the same DAG."""
+    rows = session.execute(text(
+        "SELECT t.id FROM tasks t WHERE t.dag = :dag AND t.enabled AND NOT EXISTS ("
+        " SELECT 1 FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id"
+        " WHERE d.child_id = t.id AND p.dag = :dag AND p.enabled) ORDER BY t.id"), {"dag": dag})
+    return [r[0] for r in rows]
+
+
+def file_listeners(*, session: Session, table: str) -> list[int]:
+    """Enabled tasks whose `on_file` lists `dataset.table`."""
+    query = select(Task.id).where(Task.enabled, Task.on_file.contains([table])).order_by(Task.id)
+    return list(session.scalars(query))
+
+
+def scope(*, session: Session, roots: list[int]) -> list[int]:
+    """The roots and all their enabled descendants."""
+    if not roots:
+        return []
+    stmt = text(
+        "WITH RECURSIVE s(id) AS (SELECT id FROM tasks WHERE id IN :roots AND enabled"
+        " UNION SELECT d.child_id FROM task_dependencies d JOIN s ON d.parent_id = s.id"
+        " JOIN tasks t ON t.id = d.child_id AND t.enabled) SELECT id FROM s ORDER BY id"
+    ).bindparams(bindparam("roots", expanding=True))
+    return [r[0] for r in session.execute(stmt, {"roots": list(roots)})]
+
+
+# -- batches -------------------------------------------------------------------------------
+def create_batch(*, session: Session, trigger: str, root: str | None, summary: dict[str, Any] | None = None,
+                 started_at: datetime | None = None) -> int:
+    batch = TaskBatch(trigger=trigger, root=root, summary=summary or {})
+    if started_at is not None:
+        batch.started_at = started_at
+    session.add(batch)
+    session.flush()
+    return batch.id
+
+
+def get_batch(*, session: Session, batch_id: int) -> BatchRow | None:
+    row = session.execute(_batch_query().where(TaskBatch.id == batch_id)).first()
+    return BatchRow(*row) if row else None
+
+
+def lock_batch(*, session: Session, batch_id: int) -> bool:
+    """Lock the batch row until commit (NO KEY UPDATE: task_log inserts still pass); False if missing."""
+    row = session.execute(text("SELECT id FROM task_batch WHERE id = :b FOR NO KEY UPDATE"), {"b": batch_id})
+    return row.first() is not None
+
+
+def batch_for_message(*, session: Session, message_id: str) -> int | None:
+    """The batch a trigger message already started (Pub/Sub delivers at least once)."""
+    row = session.execute(select(TaskBatch.id).where(TaskBatch.summary["message_id"].astext == message_id)).first()
+    return row[0] if row else None
+
+
+def set_batch(*, session: Session, batch_id: int, roots: list[int] | None = None, **summary: Any) -> None:
+    values: dict[str, Any] = {"summary": TaskBatch.summary.op("||")(_jsonb(summary))}
+    if roots is not None:
+        values["roots"] = roots
+    session.execute(update(TaskBatch).where(TaskBatch.id == batch_id).values(**values))
+
+
+def reopen_batch(*, session: Session, batch_id: int, **summary: Any) -> None:
+    session.execute(update(TaskBatch).where(TaskBatch.id == batch_id).values(
+        status="PROCESSING", finished_at=None, summary=TaskBatch.summary.op("||")(_jsonb(summary))))
+
+
+def close_batch(*, session: Session, batch_id: int, status: str, now: datetime, summary: dict[str, Any]) -> bool:
+    result = session.execute(update(TaskBatch).where(TaskBatch.id == batch_id, TaskBatch.status == "PROCESSING")
+                             .values(status=status, finished_at=now,
+                                     summary=TaskBatch.summary.op("||")(_jsonb(summary))))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def has_pending(*, session: Session, batch_id: int) -> bool:
+    row = session.execute(text("SELECT EXISTS (SELECT 1 FROM task_log WHERE batch_id = :b AND status = 'PROCESSING')"),
+                          {"b": batch_id}).first()
+    return bool(row and row[0])
+
+
+def batch_runs(*, session: Session, batch_id: int) -> list[dict[str, Any]]:
+    """Every task run of a batch with its task's name and kind, in start order."""
+    rows = session.execute(text(
+        "SELECT l.task_id, t.name, t.kind, l.status, l.attempt, l.started_at, l.finished_at, l.error, l.output,"
+        " l.remote_id, l.run_key, l.lease_until FROM task_log l JOIN tasks t ON t.id = l.task_id"
+        " WHERE l.batch_id = :b ORDER BY l.started_at, t.name"), {"b": batch_id}).mappings()
+    return [dict(r) for r in rows]
+
+
+# -- task runs -----------------------------------------------------------------------------
+def plan_runs(*, session: Session, batch_id: int, task_ids: list[int], now: datetime) -> None:
+    """Planned rows (attempt 0) for every task in scope; existing rows are left alone."""
+    if task_ids:
+        session.execute(text(
+            "INSERT INTO task_log (task_id, batch_id, status, attempt, started_at)"
+            " SELECT t, :b, 'PROCESSING', 0, :now FROM unnest(CAST(:ids AS integer[])) AS t"
+            " ON CONFLICT (batch_id, task_id) DO NOTHING"), {"b": batch_id, "ids": task_ids, "now": now})
+
+
+def succeed_run(*, session: Session, run: RunRow, now: datetime, output: dict[str, Any],
+                run_key: str | None) -> tuple[bool, list[int], bool]:
+    """Running → SUCCESS and release the children whose parents in the batch have all succeeded.
+
+    Call with the batch locked (`lock_batch`, a statement of its own): this statement's snapshot
+    then sees every other completion of the batch, so of two parents finishing at once exactly
+    one releases their common child. Returns (finished, released task ids, anything pending).
+    """
+    row = session.execute(text(
+        "WITH fin AS (UPDATE task_log SET status = 'SUCCESS', finished_at = :now, lease_until = NULL,"
+        "  not_before = NULL, error = NULL, output = output || CAST(:o AS jsonb), run_key = :k,"
+        "  children_published = true, updated_at = now()"
+        "  WHERE id = :id AND status = 'PROCESSING' AND attempt = :a AND lease_until IS NOT NULL RETURNING id),"
+        " rel AS (UPDATE task_log c SET attempt = 1, updated_at = now() FROM fin"
+        "  WHERE c.batch_id = :b AND c.status = 'PROCESSING' AND c.attempt = 0"
+        "  AND c.task_id IN (SELECT child_id FROM task_dependencies WHERE parent_id = :t)"
+        "  AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN task_log p"
+        "   ON p.task_id = d.parent_id AND p.batch_id = c.batch_id"
+        "   WHERE d.child_id = c.task_id AND p.status <> 'SUCCESS' AND p.task_id <> :t)"  # :t is SUCCESS now
+        "  RETURNING c.task_id)"
+        " SELECT (SELECT count(*) FROM fin), (SELECT array_agg(task_id ORDER BY task_id) FROM rel),"
+        "  EXISTS (SELECT 1 FROM task_log WHERE batch_id = :b AND status = 'PROCESSING' AND id <> :id)"),
+        {"now": now, "o": json.dumps(output, default=str), "k": run_key, "id": run.id, "a": run.attempt,
+         "b": run.batch_id, "t": run.task_id}).one()
+    return bool(row[0]), list(row[1] or []), bool(row[2])
+
+
+def release_ready(*, session: Session, batch_id: int, parent_id: int | None = None) -> list[int]:
+    """Planned rows whose parents in this batch all succeeded become queued (attempt 1).
+
+    Call with the batch locked: the lock is what makes two parents finishing at once release a
+    child exactly once (the second transaction waits, then sees the first one's SUCCESS).
+    """
+    children = " AND c.task_id IN (SELECT child_id FROM task_dependencies WHERE parent_id = :p)" if parent_id else ""
+    rows = session.execute(text(
+        "UPDATE task_log c SET attempt = 1, updated_at = now()"
+        " WHERE c.batch_id = :b AND c.status = 'PROCESSING' AND c.attempt = 0" + children +
+        " AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN task_log p"
+        "  ON p.task_id = d.parent_id AND p.batch_id = c.batch_id"
+        "  WHERE d.child_id = c.task_id AND p.status <> 'SUCCESS')"
+        " RETURNING c.task_id"), {"b": batch_id, "p": parent_id})
+    return sorted(r[0] for r in rows)
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: RunRow
+    task: TaskRow
+    batch: BatchRow
+    upstream: list[dict[str, Any]]
+    """The parents' SUCCESS runs (this batch's first): task, task_log_id, run_key, batch_id."""
+
+
+_UPSTREAM = (
+    "SELECT COALESCE(jsonb_agg(jsonb_build_object('task', p.name, 'task_log_id', l.id, 'run_key', l.run_key,"
+    " 'batch_id', l.batch_id) ORDER BY p.name), '[]') FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id"
+    " LEFT JOIN LATERAL (SELECT id, run_key, batch_id FROM task_log WHERE task_id = d.parent_id"
+    " AND status = 'SUCCESS' ORDER BY (batch_id = :b) DESC, finished_at DESC LIMIT 1) l ON true"
+    " WHERE d.child_id = :t")
+
+
+def claim_run(*, session: Session, batch_id: int, task_id: int, attempt: int, now: datetime) -> Claim | None:
+    """Claim attempt `attempt` of a run (lease: now + the task's timeout); None = not claimed.
+
+    One statement inserts the run, or takes its queued row if due, and reads back the run, its
+    task, its batch and its parents' runs. Nothing is claimed in a batch that is no longer
+    PROCESSING, nor a row that is running, finished, at another attempt, or not due yet.
+    """
+    row = session.execute(text(
+        "WITH c AS (INSERT INTO task_log (task_id,batch_id,status,attempt,started_at,lease_until)"
+        " SELECT t.id,:b,'PROCESSING',:a,:now,CAST(:now AS timestamptz)+t.timeout_seconds*interval '1 second'"
+        " FROM tasks t WHERE t.id=:t AND EXISTS (SELECT 1 FROM task_batch WHERE id=:b AND status='PROCESSING')"
+        " ON CONFLICT (batch_id,task_id) DO UPDATE SET lease_until=EXCLUDED.lease_until,not_before=NULL,"
+        " started_at=CASE WHEN task_log.attempt<=1 THEN EXCLUDED.started_at ELSE task_log.started_at END"
+        " WHERE task_log.status='PROCESSING' AND task_log.attempt=EXCLUDED.attempt AND task_log.lease_until IS NULL"
+        " AND (task_log.not_before IS NULL OR task_log.not_before<=EXCLUDED.started_at)"
+        f" RETURNING {_RUN_COLUMNS})"
+        " SELECT c.*,t.name,t.kind,t.dag,t.max_attempts,t.timeout_seconds,t.on_file,t.config,t.query_id,t.repo_id,"
+        f"t.power_bi_report_id,t.enabled,b.status,b.trigger,b.root,b.roots,b.summary,b.started_at,b.finished_at,"
+        f"({_UPSTREAM}) FROM c JOIN tasks t ON t.id=c.task_id JOIN task_batch b ON b.id=c.batch_id"),
+        {"t": task_id, "b": batch_id, "a": attempt, "now": now}).first()
+    if row is None:
+        return None
+    return Claim(_run(row[:13]), TaskRow(row[2], *row[13:24]), BatchRow(row[1], *row[24:31]), list(row[31]))
+
+
+def upstream_runs(*, session: Session, batch_id: int, task_id: int) -> list[dict[str, Any]]:
+    """The parents' SUCCESS runs, as `Claim.upstream`."""
+    return list(session.execute(text(_UPSTREAM), {"b": batch_id, "t": task_id}).scalar_one())
+
+
+def get_run(*, session: Session, batch_id: int, task_id: int) -> RunRow | None:
+    row = session.execute(text(f"SELECT {_RUN_COLUMNS} FROM task_log WHERE batch_id = :b AND task_id = :t"),
+                          {"b": batch_id, "t": task_id}).first()
+    return _run(row) if row else None
+
+
+def finish_run(*, session: Session, run_id: int, attempt: int, status: str, now: datetime,
+               output: dict[str, Any] | None = None, error: str | None = None, run_key: str | None = None,
+               children_published: bool = False) -> bool:
+    """Running → SUCCESS / ERROR / SKIPPED, lease released; False if the run is no longer ours."""
+    result = session.execute(text(
+        "UPDATE task_log SET status = :s, finished_at = :now, lease_until = NULL, not_before = NULL,"
+        " error = :e, output = output || CAST(:o AS jsonb), run_key = :k, children_published = :cp,"
+        " updated_at = now()"
+        " WHERE id = :id AND status = 'PROCESSING' AND attempt = :a AND lease_until IS NOT NULL"),
+        {"s": status, "now": now, "e": error, "o": json.dumps(output or {}, default=str), "k": run_key,
+         "cp": children_published, "id": run_id, "a": attempt})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def schedule_retry(*, session: Session, run_id: int, attempt: int, not_before: datetime, error: str,
+                   output: dict[str, Any] | None = None) -> bool:
+    """Running attempt n → queued attempt n+1, due at `not_before`; a remote id is forgotten."""
+    result = session.execute(text(
+        "UPDATE task_log SET attempt = attempt + 1, lease_until = NULL, not_before = :nb, error = :e,"
+        " remote_id = NULL, output = output || CAST(:o AS jsonb), updated_at = now()"
+        " WHERE id = :id AND status = 'PROCESSING' AND attempt = :a AND lease_until IS NOT NULL"),
+        {"nb": not_before, "e": error, "o": json.dumps(output or {}, default=str), "id": run_id, "a": attempt})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def set_remote_id(*, session: Session, run_id: int, attempt: int, remote_id: str) -> bool:
+    result = session.execute(text(
+        "UPDATE task_log SET remote_id = :r, updated_at = now()"
+        " WHERE id = :id AND status = 'PROCESSING' AND attempt = :a"), {"r": remote_id, "id": run_id, "a": attempt})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def advance_check(*, session: Session, run_id: int, attempt: int, seq: int, output: dict[str, Any]) -> bool:
+    """Record a pending run's progress and move its check sequence from `seq` to `seq + 1`.
+
+    Only the holder of the current sequence number may schedule the next check, so a
+    redelivered check message never forks a second polling chain.
+    """
+    result = session.execute(text(
+        "UPDATE task_log SET output = output || CAST(:o AS jsonb), updated_at = now()"
+        " WHERE id = :id AND status = 'PROCESSING' AND attempt = :a"
+        " AND COALESCE((output->>'check_seq')::int, 0) = :seq"),
+        {"o": json.dumps({**output, "check_seq": seq + 1}, default=str), "id": run_id, "a": attempt, "seq": seq})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def skip_descendants(*, session: Session, batch_id: int, task_id: int, reason: str, now: datetime) -> list[int]:
+    """Not-yet-running descendants of `task_id` in the batch → SKIPPED with `reason`."""
+    rows = session.execute(text(
+        "WITH RECURSIVE d(id) AS (SELECT child_id FROM task_dependencies WHERE parent_id = :t"
+        " UNION SELECT x.child_id FROM task_dependencies x JOIN d ON x.parent_id = d.id)"
+        " UPDATE task_log SET status = 'SKIPPED', error = :reason, finished_at = :now, updated_at = now()"
+        " WHERE batch_id = :b AND task_id IN (SELECT id FROM d) AND status = 'PROCESSING'"
+        " AND lease_until IS NULL RETURNING task_id"), {"t": task_id, "b": batch_id, "reason": reason, "now": now})
+    return sorted(r[0] for r in rows)
+
+
+def reset_unfinished(*, session: Session, batch_id: int) -> list[int]:
+    """ERROR and SKIPPED runs of a batch → planned again (attempt 0), keeping what happened before."""
+    rows = session.execute(text(
+        "UPDATE task_log SET status = 'PROCESSING', attempt = 0, lease_until = NULL, not_before = NULL,"
+        " finished_at = NULL, remote_id = NULL, error = NULL, children_published = false,"
+        " output = jsonb_build_object('previous', jsonb_build_object('status', status, 'error', error,"
+        "   'attempt', attempt)), updated_at = now()"
+        " WHERE batch_id = :b AND status IN ('ERROR', 'SKIPPED') RETURNING task_id"), {"b": batch_id})
+    return sorted(r[0] for r in rows)
+
+
+def expired_runs(*, session: Session, now: datetime, batch_id: int | None = None) -> list[RunRow]:
+    """Running rows whose lease (start + timeout) has passed."""
+    where = " AND batch_id = :b" if batch_id is not None else ""
+    rows = session.execute(text(
+        f"SELECT {_RUN_COLUMNS} FROM task_log WHERE status = 'PROCESSING' AND lease_until < :now{where}"
+        " ORDER BY id"), {"now": now, "b": batch_id})
+    return [_run(r) for r in rows]
+
+
+def _jsonb(value: dict[str, Any]) -> Any:
+    from sqlalchemy import cast, literal
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return cast(literal(json.dumps(value, default=str)), JSONB)
+
