@@ -91,6 +91,21 @@ class JobSettings(_Section):
     """Non-default tenants' tables load into `{tenant}_{dataset}` (database.tenancy.tenant_dataset)."""
 
 
+class DataformSettings(_Section):
+    api_endpoint: str | None = None
+    """Override of the Dataform API endpoint (tests point it at a loopback server); unset = Google's."""
+
+
+class PowerBiSettings(_Section):
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    """Service-principal secret: from the environment (POWERBI__CLIENT_SECRET, mounted from Secret
+    Manager by the deploy script), never from YAML; never logged."""
+    authority_host: str = "https://login.microsoftonline.com"
+    api_base: str = "https://api.powerbi.com/v1.0/myorg"
+
+
 class AlertSettings(_Section):
     webhooks: list[str] = Field(default_factory=list)
     """Chat webhook URLs (Google Chat or Slack format, chosen by host); put them in the environment
@@ -133,6 +148,8 @@ class Settings(BaseSettings):
     tasks: TaskSettings = TaskSettings()
     auth: AuthSettings = AuthSettings()
     jobs: JobSettings = JobSettings()
+    dataform: DataformSettings = DataformSettings()
+    powerbi: PowerBiSettings = PowerBiSettings()
     alerts: AlertSettings = AlertSettings()
 
     @field_validator("storage_emulator_host")
@@ -205,6 +222,9 @@ class Settings(BaseSettings):
 
         data = self.model_dump(mode="json")
         data["db_password"] = "***" if self.db_password else None
+        data["powerbi"]["client_secret"] = "***" if self.powerbi.client_secret else None
+        data["auth"]["static_tokens"] = {f"***{i}": tenant for i, tenant in enumerate(self.auth.static_tokens.values())}
+        data["auth"]["signing_key"] = "***" if self.auth.signing_key else None
         if self.database_url:
             data["database_url"] = redact(self.database_url)
         return data

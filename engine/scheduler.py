@@ -124,9 +124,11 @@ def succeed(deps: Deps, task: TaskRow, run: RunRow, output: dict[str, Any],
             log.warning("task %s finished but its run was already ended (timeout?); result dropped", task.name)
             return False
         ids = [enqueue_run(session, run.batch_id, child, 1) for child in ready]
-        if not pending_runs:
-            _close_if_done(session, run.batch_id, now)
+        closed = _close_if_done(session, run.batch_id, now) if not pending_runs else False
     publish(deps, ids)
+    log.info("task %s SUCCESS", task.name, extra={"status": "SUCCESS", "metric": "task_run", "reason": None})
+    if closed:
+        _alert("on_batch_done", deps, run.batch_id)
     return True
 
 
@@ -144,11 +146,35 @@ def end(deps: Deps, task: TaskRow, run: RunRow, *, status: str, error: str,
             return False
         skipped = db.skip_descendants(session=session, batch_id=run.batch_id, task_id=task.id, reason=reason,
                                       now=now)
-        _close_if_done(session, run.batch_id, now)
+        closed = _close_if_done(session, run.batch_id, now)
     log.warning("task %s %s: %s%s", task.name, status, error,
                 f" ({len(skipped)} descendant(s) skipped)" if skipped else "",
-                extra={"status": status})
+                extra={"status": status, "metric": "task_run", "reason": _task_reason(task, error, output)})
+    if status == "ERROR":
+        _alert("on_task_error", deps, run.id)
+    if closed:
+        _alert("on_batch_done", deps, run.batch_id)
     return True
+
+
+def _task_reason(task: TaskRow, error: str, output: dict[str, Any] | None) -> str | None:
+    try:
+        from handlers.metrics import task_reason
+    except ImportError:
+        return None
+    return str(task_reason(task.kind, error, output))
+
+
+def _alert(hook: str, deps: Deps, ident: int) -> None:
+    """Alerts are best effort: a failing webhook never breaks the engine."""
+    try:
+        from handlers import alerts
+    except ImportError:
+        return
+    try:
+        getattr(alerts, hook)(deps, ident)
+    except Exception:
+        log.warning("alert hook %s failed for %s", hook, ident, exc_info=True)
 
 
 def retry(deps: Deps, task: TaskRow, run: RunRow, *, error: str, not_before: datetime) -> bool:
@@ -176,9 +202,10 @@ def pending(deps: Deps, task: TaskRow, run: RunRow, *, seq: int, output: dict[st
     return True
 
 
-def _close_if_done(session: Session, batch_id: int, now: datetime) -> None:
+def _close_if_done(session: Session, batch_id: int, now: datetime) -> bool:
+    """Close the batch when nothing is pending; returns True when it closed it."""
     if db.has_pending(session=session, batch_id=batch_id):
-        return
+        return False
     runs = db.batch_runs(session=session, batch_id=batch_id)
     counts = {s: sum(1 for r in runs if r["status"] == s) for s in ("SUCCESS", "ERROR", "SKIPPED")}
     failed = [{"task": r["name"], "error": (r["error"] or "")[:500]} for r in runs if r["status"] == "ERROR"]
@@ -187,7 +214,8 @@ def _close_if_done(session: Session, batch_id: int, now: datetime) -> None:
     status = "ERROR" if failed else "SUCCESS"
     db.close_batch(session=session, batch_id=batch_id, status=status, now=now,
                    summary={"counts": counts, "failed": failed, "duration_seconds": duration})
-    log.info("batch %s ended %s: %s", batch_id, status, counts, extra={"status": status})
+    log.info("batch %s ended %s: %s", batch_id, status, counts, extra={"status": status, "metric": "batch"})
+    return True
 
 
 # -- restart, timeouts -----------------------------------------------------------------------

@@ -67,6 +67,33 @@ class Deps:
 
         return self._get("publisher", lambda: build_publisher(self.settings))
 
+    @property
+    def dataform(self) -> Any:
+        from adapters.services.dataform import DataformClient
+
+        return self._get("dataform", lambda: DataformClient(api_endpoint=self.settings.dataform.api_endpoint))
+
+    @property
+    def powerbi(self) -> Any:
+        if "powerbi" in self._parts:
+            return self._parts["powerbi"]
+        cfg = self.settings.powerbi
+        if not (cfg.tenant_id and cfg.client_id and cfg.client_secret):
+            from errors import ConfigError
+
+            raise ConfigError("Power BI is not configured: set POWERBI__TENANT_ID, POWERBI__CLIENT_ID and "
+                              "POWERBI__CLIENT_SECRET (from Secret Manager)")
+        secret = cfg.client_secret
+
+        def build() -> Any:
+            from adapters.services.powerbi import PowerBiClient
+
+            return PowerBiClient(tenant_id=cfg.tenant_id or "", client_id=cfg.client_id or "",
+                                 client_secret=secret.get_secret_value(), authority_host=cfg.authority_host,
+                                 api_base=cfg.api_base)
+
+        return self._get("powerbi", build)
+
     def close(self) -> None:
         for part in self._parts.values():
             closer = getattr(part, "close", None) or getattr(part, "dispose", None)

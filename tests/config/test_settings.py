@@ -69,3 +69,20 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogC
     record = caplog.records[-1]
     assert "hunter2" not in logs.JsonFormatter().format(record)
     assert "hunter2" not in logs.TextFormatter().format(record)
+
+
+def test_service_clients_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.services.powerbi import PowerBiClient
+    from handlers.deps import Deps
+
+    with pytest.raises(ConfigError, match="POWERBI__CLIENT_SECRET"):
+        _ = Deps(load_settings()).powerbi
+    monkeypatch.setenv("POWERBI__TENANT_ID", "tenant-1")
+    monkeypatch.setenv("POWERBI__CLIENT_ID", "app-1")
+    monkeypatch.setenv("POWERBI__CLIENT_SECRET", "pbi-secret-value")
+    monkeypatch.setenv("AUTH__STATIC_TOKENS", '{"tok-secret-value": "acme"}')
+    settings = load_settings()
+    deps = Deps(settings)
+    assert isinstance(deps.powerbi, PowerBiClient) and deps.powerbi is deps.powerbi
+    shown = str(settings.public_view())
+    assert "pbi-secret-value" not in shown and "tok-secret-value" not in shown and "acme" in shown

@@ -166,15 +166,14 @@ def test_task_error_limit_refusal_and_batch_done(alerting, hooks: Hooks) -> None
     by_name = {name: run for name, run in runs(alerting, batch_id).items()}
     ids = _run_ids(alerting, batch_id)
 
-    assert alerts.on_task_error(alerting, ids["report"]) is True
-    assert alerts.on_task_error(alerting, ids["load"]) is False  # SUCCESS: nothing to say
-    assert alerts.on_task_error(alerting, ids["refresh"]) is True  # reported as a limit refusal
-    assert alerts.on_limit_refused(alerting, ids["refresh"], "daily refresh limit of 8 reached") is False  # once
-    assert alerts.on_batch_done(alerting, batch_id) is True
-    assert alerts.on_batch_done(alerting, batch_id) is False
+    # The engine raised these itself as the runs ended; asking again is de-duplicated.
     titles = [body["text"] for body in hooks.bodies("slack")]
-    assert titles == ["CAF task failed: report", "CAF refresh refused (daily limit): refresh",
-                      f"CAF batch {batch_id} ERROR: dag:d"]
+    assert sorted(titles[:2]) == ["CAF refresh refused (daily limit): refresh", "CAF task failed: report"]
+    assert titles[2:] == [f"CAF batch {batch_id} ERROR: dag:d"]
+    assert alerts.on_task_error(alerting, ids["report"]) is False
+    assert alerts.on_task_error(alerting, ids["load"]) is False  # SUCCESS: nothing to say
+    assert alerts.on_limit_refused(alerting, ids["refresh"], "daily refresh limit of 8 reached") is False  # once
+    assert alerts.on_batch_done(alerting, batch_id) is False
     assert by_name["refresh"]["status"] == "ERROR"
     callables.reset()
 
