@@ -88,13 +88,15 @@ def demo() -> None:
                   f"sales.orders has {after} rows before and after ({before} → {after})")
     _print_tables(deps)
     drain_bus(deps)
+    console.rule("downstream tasks")
+    _show_dag_run(deps)
     _show_batches(deps)
 
     console.rule("status")
     from cli.status import status
 
     try:
-        status(as_json=False)
+        status(target=None, as_json=False, metrics=False, hours=24.0)
     except SystemExit:
         pass
 
@@ -111,6 +113,34 @@ def _sync_tasks(deps: Any) -> None:
         with unit_of_work(deps.sessions) as session:
             report = sync_directory(session=session, directory=tasks_dir)
         console.print(f"tasks      {report}")
+
+
+def _show_dag_run(deps: Any) -> None:
+    """The sample DAG (wait for orders + customers → two SQL transforms → summary) as it ran."""
+    from sqlalchemy import select
+
+    from database.models import TaskBatch, TaskLog
+    from database.session import unit_of_work
+
+    with unit_of_work(deps.sessions) as session:
+        batch_id = session.scalar(select(TaskBatch.id).join(TaskLog, TaskLog.batch_id == TaskBatch.id)
+                                  .where(TaskLog.status == "SUCCESS").order_by(TaskBatch.id.desc()).limit(1))
+    if batch_id is None:
+        console.print("no task ran (sample DAG not synced?)")
+        return
+    try:
+        from cli.tasks import print_batch
+    except ImportError:
+        return
+    print_batch(deps, batch_id)
+    if deps.warehouse.table_columns("sales", "sales_summary") is not None:
+        result = deps.warehouse.query("SELECT country, customers, orders, revenue FROM sales.sales_summary ORDER BY 1")
+        view = Table(title="sales.sales_summary (built by the DAG)")
+        for col in result.columns:
+            view.add_column(col)
+        for row in result.rows:
+            view.add_row(*("" if v is None else str(v) for v in row))
+        console.print(view)
 
 
 def _show_batches(deps: Any) -> None:
