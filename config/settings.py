@@ -114,6 +114,23 @@ class AlertSettings(_Section):
     """Rate limit: at most one alert per group (kind + table / task / DAG) within this interval."""
 
 
+class FunctionSettings(_Section):
+    memory: str = "1Gi"
+    timeout_seconds: int = Field(540, gt=0, le=3600)
+    max_instances: int = Field(20, ge=1)
+
+
+class DeploySettings(_Section):
+    """Read by run/scripts/deploy (from config/prod.yaml); the functions themselves ignore it."""
+
+    region: str = "europe-west1"
+    raw_file: FunctionSettings = FunctionSettings(memory="2Gi", timeout_seconds=540, max_instances=20)
+    pubsub: FunctionSettings = FunctionSettings(memory="1Gi", timeout_seconds=540, max_instances=50)
+    operator: FunctionSettings = FunctionSettings(memory="1Gi", timeout_seconds=300, max_instances=5)
+    sweep_schedule: str = "*/5 * * * *"
+    """Cloud Scheduler cron for the lease / outbox sweeps."""
+
+
 class Settings(BaseSettings):
     """All of CAF's configuration. Built once at start (`get_settings()`), passed to handlers."""
 
@@ -150,6 +167,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     dataform: DataformSettings = DataformSettings()
     powerbi: PowerBiSettings = PowerBiSettings()
+    deploy: DeploySettings = DeploySettings()
     alerts: AlertSettings = AlertSettings()
 
     @field_validator("storage_emulator_host")

@@ -34,6 +34,11 @@ def test_deploy_dry_run_prints_every_command(tmp_path) -> None:
     assert "CLOUD_SQL_INSTANCE=acme-data:europe-west1:caf" in out
     assert "DB_PASSWORD=caf-db-password:latest" in out  # a Secret Manager reference, not a value
     assert all(line.startswith(("gcloud ", "bash ")) for line in lines)
+    raw = next(line for line in lines if "functions deploy caf-raw-file" in line)
+    assert "--memory=2Gi" in raw and "--timeout=540s" in raw and "--max-instances=20" in raw  # config/prod.yaml
+    assert "--region=europe-west1" in raw
+    assert any("caf-sweep-outbox" in line and "event_type=sweep" in line for line in lines)
+    assert any("caf-sweep-leases" in line and '{"sweep": true}' in line for line in lines)
 
 
 def test_migrate_script_upgrades_to_head(pg_server_url: str) -> None:
