@@ -39,18 +39,31 @@ _SECRET_KV = re.compile(
     r"(?P<val>[^\s\"',}&]+)",
     re.IGNORECASE,
 )
+# `Authorization: Bearer <token>` / `Basic <base64>`: the key pattern above would mask only the
+# scheme word. A bearer token has a digit or a symbol in it and `Basic` is matched as HTTP writes
+# it, which keeps prose ("bearer of", "basic checks") readable.
+_SECRET_BEARER = re.compile(r"\b(?P<scheme>bearer)(?P<sep>\s+)(?=[a-z]*[0-9._~+/=-])[a-z0-9._~+/=-]{8,}",
+                            re.IGNORECASE)
+_SECRET_BASIC = re.compile(r"\b(?P<scheme>Basic)(?P<sep>\s+)[A-Za-z0-9+/]{8,}={0,2}")
+# A JWT (ID / access token) anywhere: three base64url parts, the first two JSON objects.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_LABEL_MAX = 1100  # characters of a label value (object names are up to 1024 bytes)
 
 
 def redact(text: str) -> str:
-    """Mask URL passwords and `key=value` secrets in a log message."""
+    """Mask URL passwords, bearer / basic credentials, JWTs and `key=value` secrets in a log message."""
     text = _SECRET_URL.sub(r"\g<scheme>***@", text)
+    text = _SECRET_BEARER.sub(r"\g<scheme>\g<sep>***", text)
+    text = _SECRET_BASIC.sub(r"\g<scheme>\g<sep>***", text)
+    text = _JWT.sub("***", text)
     return _SECRET_KV.sub(r"\g<key>***", text)
 
 
 @contextlib.contextmanager
 def bind(**labels: Any) -> Iterator[None]:
     """Attach labels to every log line emitted inside the block (per event / task)."""
-    merged = {**(_labels.get() or {}), **{k: str(v) for k, v in labels.items() if v is not None}}
+    # Bounded: a label comes from an event (a hostile 10 MB event id must not repeat on every line).
+    merged = {**(_labels.get() or {}), **{k: str(v)[:_LABEL_MAX] for k, v in labels.items() if v is not None}}
     token = _labels.set(merged)
     try:
         yield
@@ -81,13 +94,14 @@ class JsonFormatter(logging.Formatter):
         }
         labels = current_labels()
         if labels:
-            payload["logging.googleapis.com/labels"] = labels
+            payload["logging.googleapis.com/labels"] = {k: redact(v) for k, v in labels.items()}
         trace = _trace.get()
         if trace:
             payload["logging.googleapis.com/trace"] = trace
         for field in _FIELDS:
             if hasattr(record, field):
-                payload[field] = getattr(record, field)
+                value = getattr(record, field)
+                payload[field] = redact(value) if isinstance(value, str) else value
         return json.dumps(payload, default=str)
 
 
@@ -104,10 +118,35 @@ class TextFormatter(logging.Formatter):
         return redact(base)
 
 
+class _StdStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current sys.stdout / sys.stderr, looked up per record (as logging's last resort
+    does), so a replaced stream never leaves a handler writing to a closed one. A failing write
+    reports itself in one line: the default `handleError` prints the record's raw arguments to
+    stderr, unredacted, which would bypass the formatter's secret masking."""
+
+    def __init__(self, name: str) -> None:
+        self._stream_name = name
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # set by StreamHandler.__init__; the stream is looked up instead
+        pass
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if logging.raiseExceptions and sys.__stderr__ is not None:
+            error = type(sys.exc_info()[1]).__name__
+            with contextlib.suppress(Exception):
+                sys.__stderr__.write(f"--- logging error: {error} while writing a record of {record.name} ---\n")
+
+
 def configure(fmt: str = "text", level: str = "INFO") -> None:
     """Install one handler on the root logger; idempotent."""
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr if fmt == "text" else sys.stdout)
+    handler = _StdStreamHandler("stderr" if fmt == "text" else "stdout")
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.set_name("caf")
     root.handlers = [h for h in root.handlers if h.get_name() != "caf"] + [handler]

@@ -26,6 +26,9 @@ class Claim:
     attempts: int = 0
     status: str | None = None
     batch_id: int | None = None
+    unarchived: bool = False
+    """Done, but the raw object was never moved to archive/ or failed/ (the attempt that finished
+    it died or failed right after its commit): a redelivery moves it."""
 
 
 def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim:
@@ -56,11 +59,14 @@ def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim
     if row is not None:
         return Claim("claimed", row.id, token, row.attempts, "PROCESSING", row.batch_id)
     existing = session.execute(
-        select(File.id, File.status, File.attempts, File.batch_id)
+        select(File.id, File.status, File.attempts, File.batch_id, File.archived_uri, File.rows_loaded)
         .where(File.bucket == ref.bucket, File.name == ref.name, File.generation == ref.generation)
     ).one()
     state: ClaimState = "busy" if existing.status == "PROCESSING" else "done"
-    return Claim(state, existing.id, None, existing.attempts, existing.status, existing.batch_id)
+    # A superseded version (SUCCESS, nothing loaded) is left where it is, as when it finished.
+    unarchived = existing.archived_uri is None and (
+        existing.status == "ERROR" or (existing.status == "SUCCESS" and existing.rows_loaded is not None))
+    return Claim(state, existing.id, None, existing.attempts, existing.status, existing.batch_id, unarchived)
 
 
 def release_claim(*, session: Session, file_id: int, token: str) -> None:

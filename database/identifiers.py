@@ -20,7 +20,7 @@ class InvalidIdentifier(PermanentError):
 
 
 def column_name(name: str, *, allow_lineage: bool = False) -> str:
-    if not isinstance(name, str) or not _COLUMN.match(name):
+    if not isinstance(name, str) or not _COLUMN.fullmatch(name):
         raise InvalidIdentifier(
             f"column name {name!r} is invalid: use letters, digits and underscores, "
             "not starting with a digit, at most 300 characters"
@@ -34,7 +34,7 @@ def column_name(name: str, *, allow_lineage: bool = False) -> str:
 
 
 def dataset_name(name: str) -> str:
-    if not isinstance(name, str) or not _DATASET.match(name):
+    if not isinstance(name, str) or not _DATASET.fullmatch(name):
         raise InvalidIdentifier(
             f"dataset name {name!r} is invalid: use letters, digits and underscores (max 1024)"
         )
@@ -42,20 +42,20 @@ def dataset_name(name: str) -> str:
 
 
 def table_name(name: str) -> str:
-    if not isinstance(name, str) or not _TABLE.match(name):
+    if not isinstance(name, str) or not _TABLE.fullmatch(name):
         raise InvalidIdentifier(f"table name {name!r} is invalid: use letters, digits and underscores")
     return name
 
 
 def project_name(name: str) -> str:
-    if not isinstance(name, str) or not _PROJECT.match(name):
+    if not isinstance(name, str) or not _PROJECT.fullmatch(name):
         raise InvalidIdentifier(f"project id {name!r} is invalid")
     return name
 
 
 def quote_ident(name: str) -> str:
     """Double-quote an identifier already validated by one of the functions above (DuckDB, Postgres)."""
-    if not _DATASET.match(name):
+    if not _DATASET.fullmatch(name):
         raise InvalidIdentifier(f"identifier {name!r} is invalid")
     return f'"{name}"'
 
@@ -66,7 +66,7 @@ def quote_pg_ident(name: str) -> str:
 
 def bq_ident(name: str) -> str:
     """Backtick-quote a validated BigQuery identifier part."""
-    if not (_DATASET.match(name) or _PROJECT.match(name)):
+    if not (_DATASET.fullmatch(name) or _PROJECT.fullmatch(name)):
         raise InvalidIdentifier(f"identifier {name!r} is invalid")
     return f"`{name}`"
 

@@ -45,6 +45,37 @@ def publish_pending(*, session_factory: Any, publisher: Publisher, limit: int = 
     A publish failure stops the sweep and leaves the rest for later (TransientError propagates
     only when `ids` were asked for explicitly, i.e. the caller's own events).
     """
+    published, _ = _publish_batch(session_factory=session_factory, publisher=publisher, limit=limit, ids=ids)
+    return published
+
+
+def sweep(*, session_factory: Any, publisher: Publisher, batch_size: int = 500, max_rows: int = 50_000) -> int:
+    """Publish every pending outbox row, in batches; returns how many were published.
+
+    For a scheduler (`event_type=sweep` on the Pub/Sub route): events stranded by a publisher
+    outage after their transaction committed reach their consumers even if no other event
+    comes. Raises TransientError when a publish failed, so that the sweep message is retried.
+    """
+    from errors import TransientError
+
+    total = 0
+    while total < max_rows:
+        published, failed = _publish_batch(session_factory=session_factory, publisher=publisher,
+                                           limit=min(batch_size, max_rows - total), ids=None)
+        total += published
+        if failed:
+            raise TransientError(f"outbox sweep: publishing failed after {total} event(s); the rest stays "
+                                 "pending for the next sweep")
+        if published < batch_size:
+            break
+    if total:
+        log.info("outbox sweep published %s stranded event(s)", total)
+    return total
+
+
+def _publish_batch(*, session_factory: Any, publisher: Publisher, limit: int,
+                   ids: list[int] | None) -> tuple[int, bool]:
+    """Publish up to `limit` pending rows; returns (published, whether a publish failed)."""
     from adapters.publisher.base import OutgoingMessage
     from database.session import unit_of_work
     from errors import TransientError
@@ -67,13 +98,52 @@ def publish_pending(*, session_factory: Any, publisher: Publisher, limit: int = 
                 if ids is not None:
                     session.commit()
                     raise
-                break
+                return published, True
             session.execute(update(Outbox).where(Outbox.id == row.id).values(published_at=_now()))
             published += 1
-    return published
+    return published, False
 
 
 def _now() -> Any:
     from sqlalchemy import func
 
     return func.now()
+
+
+def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int:
+    """Publish the pending rows `ids` over `connection` (a `database.tasks.Direct`); returns how many.
+
+    `publish_pending(ids=...)` in two round trips instead of a few per row: one statement locks
+    (SKIP LOCKED) and marks the rows, they are published, then the transaction commits. A
+    TransientError un-marks the rows not yet published, commits the rest and propagates.
+    """
+    from adapters.publisher.base import OutgoingMessage
+    from errors import TransientError
+    from handlers.messages import parse_time
+
+    if not ids:
+        return 0
+    wanted = ",".join(str(int(i)) for i in ids)
+    rows = sorted(connection.script(
+        "BEGIN; UPDATE outbox SET published_at = now() WHERE id IN (SELECT id FROM outbox"
+        f" WHERE id IN ({wanted}) AND published_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, event_type, payload, attributes"), key=lambda r: int(r[0]))
+    published, failed = 0, None
+    for ident, event_type, payload, attributes in rows:
+        attrs = dict(attributes or {})
+        not_before = parse_time(attrs.pop("not_before", None))
+        try:
+            publisher.publish(OutgoingMessage(event_type, payload, attrs, not_before=not_before))
+        except TransientError as exc:
+            log.warning("publish of outbox event %s failed; left for the next sweep", ident)
+            failed = exc
+            break
+        except BaseException:
+            connection.script("ROLLBACK")
+            raise
+        published += 1
+    rest = ",".join(str(int(r[0])) for r in rows[published:])
+    connection.script((f"UPDATE outbox SET published_at = NULL WHERE id IN ({rest}); " if rest else "") + "COMMIT")
+    if failed is not None:
+        raise failed
+    return published

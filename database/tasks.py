@@ -14,13 +14,16 @@ the batch row is locked (`lock_batch`), so concurrent completions in one batch a
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from database.models import Task, TaskBatch
 
@@ -200,33 +203,6 @@ def plan_runs(*, session: Session, batch_id: int, task_ids: list[int], now: date
             " ON CONFLICT (batch_id, task_id) DO NOTHING"), {"b": batch_id, "ids": task_ids, "now": now})
 
 
-def succeed_run(*, session: Session, run: RunRow, now: datetime, output: dict[str, Any],
-                run_key: str | None) -> tuple[bool, list[int], bool]:
-    """Running → SUCCESS and release the children whose parents in the batch have all succeeded.
-
-    Call with the batch locked (`lock_batch`, a statement of its own): this statement's snapshot
-    then sees every other completion of the batch, so of two parents finishing at once exactly
-    one releases their common child. Returns (finished, released task ids, anything pending).
-    """
-    row = session.execute(text(
-        "WITH fin AS (UPDATE task_log SET status = 'SUCCESS', finished_at = :now, lease_until = NULL,"
-        "  not_before = NULL, error = NULL, output = output || CAST(:o AS jsonb), run_key = :k,"
-        "  children_published = true, updated_at = now()"
-        "  WHERE id = :id AND status = 'PROCESSING' AND attempt = :a AND lease_until IS NOT NULL RETURNING id),"
-        " rel AS (UPDATE task_log c SET attempt = 1, updated_at = now() FROM fin"
-        "  WHERE c.batch_id = :b AND c.status = 'PROCESSING' AND c.attempt = 0"
-        "  AND c.task_id IN (SELECT child_id FROM task_dependencies WHERE parent_id = :t)"
-        "  AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN task_log p"
-        "   ON p.task_id = d.parent_id AND p.batch_id = c.batch_id"
-        "   WHERE d.child_id = c.task_id AND p.status <> 'SUCCESS' AND p.task_id <> :t)"  # :t is SUCCESS now
-        "  RETURNING c.task_id)"
-        " SELECT (SELECT count(*) FROM fin), (SELECT array_agg(task_id ORDER BY task_id) FROM rel),"
-        "  EXISTS (SELECT 1 FROM task_log WHERE batch_id = :b AND status = 'PROCESSING' AND id <> :id)"),
-        {"now": now, "o": json.dumps(output, default=str), "k": run_key, "id": run.id, "a": run.attempt,
-         "b": run.batch_id, "t": run.task_id}).one()
-    return bool(row[0]), list(row[1] or []), bool(row[2])
-
-
 def release_ready(*, session: Session, batch_id: int, parent_id: int | None = None) -> list[int]:
     """Planned rows whose parents in this batch all succeeded become queued (attempt 1).
 
@@ -257,30 +233,43 @@ _UPSTREAM = (
     "SELECT COALESCE(jsonb_agg(jsonb_build_object('task', p.name, 'task_log_id', l.id, 'run_key', l.run_key,"
     " 'batch_id', l.batch_id) ORDER BY p.name), '[]') FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id"
     " LEFT JOIN LATERAL (SELECT id, run_key, batch_id FROM task_log WHERE task_id = d.parent_id"
-    " AND status = 'SUCCESS' ORDER BY (batch_id = :b) DESC, finished_at DESC LIMIT 1) l ON true"
-    " WHERE d.child_id = :t")
+    " AND status = 'SUCCESS' ORDER BY (batch_id = {b}) DESC, finished_at DESC LIMIT 1) l ON true"
+    " WHERE d.child_id = {t}")
+# One statement inserts the run, or takes its queued row if due, and reads back the run, its
+# task, its batch and its parents' runs. {placeholders}: bound parameters or inlined literals.
+_CLAIM = (
+    "WITH c AS (INSERT INTO task_log (task_id,batch_id,status,attempt,started_at,lease_until)"
+    " SELECT t.id,{b},'PROCESSING',{a},{now},CAST({now} AS timestamptz)+t.timeout_seconds*interval '1 second'"
+    " FROM tasks t WHERE t.id={t} AND EXISTS (SELECT 1 FROM task_batch WHERE id={b} AND status='PROCESSING')"
+    " ON CONFLICT (batch_id,task_id) DO UPDATE SET lease_until=EXCLUDED.lease_until,not_before=NULL,"
+    " started_at=CASE WHEN task_log.attempt<=1 THEN EXCLUDED.started_at ELSE task_log.started_at END"
+    " WHERE task_log.status='PROCESSING' AND task_log.attempt=EXCLUDED.attempt AND task_log.lease_until IS NULL"
+    " AND (task_log.not_before IS NULL OR task_log.not_before<=EXCLUDED.started_at)"
+    f" RETURNING {_RUN_COLUMNS})"
+    " SELECT c.*,t.name,t.kind,t.dag,t.max_attempts,t.timeout_seconds,t.on_file,t.config,t.query_id,t.repo_id,"
+    "t.power_bi_report_id,t.enabled,b.status,b.trigger,b.root,b.roots,b.summary,b.started_at,b.finished_at,"
+    f"({_UPSTREAM}) FROM c JOIN tasks t ON t.id=c.task_id JOIN task_batch b ON b.id=c.batch_id")
+_BOUND = {"b": ":b", "t": ":t", "a": ":a", "now": ":now"}
 
 
 def claim_run(*, session: Session, batch_id: int, task_id: int, attempt: int, now: datetime) -> Claim | None:
     """Claim attempt `attempt` of a run (lease: now + the task's timeout); None = not claimed.
 
-    One statement inserts the run, or takes its queued row if due, and reads back the run, its
-    task, its batch and its parents' runs. Nothing is claimed in a batch that is no longer
-    PROCESSING, nor a row that is running, finished, at another attempt, or not due yet.
+    Nothing is claimed in a batch that is no longer PROCESSING, nor a row that is running,
+    finished, at another attempt, or not due yet. `claim_run_direct` is the same statement.
     """
-    row = session.execute(text(
-        "WITH c AS (INSERT INTO task_log (task_id,batch_id,status,attempt,started_at,lease_until)"
-        " SELECT t.id,:b,'PROCESSING',:a,:now,CAST(:now AS timestamptz)+t.timeout_seconds*interval '1 second'"
-        " FROM tasks t WHERE t.id=:t AND EXISTS (SELECT 1 FROM task_batch WHERE id=:b AND status='PROCESSING')"
-        " ON CONFLICT (batch_id,task_id) DO UPDATE SET lease_until=EXCLUDED.lease_until,not_before=NULL,"
-        " started_at=CASE WHEN task_log.attempt<=1 THEN EXCLUDED.started_at ELSE task_log.started_at END"
-        " WHERE task_log.status='PROCESSING' AND task_log.attempt=EXCLUDED.attempt AND task_log.lease_until IS NULL"
-        " AND (task_log.not_before IS NULL OR task_log.not_before<=EXCLUDED.started_at)"
-        f" RETURNING {_RUN_COLUMNS})"
-        " SELECT c.*,t.name,t.kind,t.dag,t.max_attempts,t.timeout_seconds,t.on_file,t.config,t.query_id,t.repo_id,"
-        f"t.power_bi_report_id,t.enabled,b.status,b.trigger,b.root,b.roots,b.summary,b.started_at,b.finished_at,"
-        f"({_UPSTREAM}) FROM c JOIN tasks t ON t.id=c.task_id JOIN task_batch b ON b.id=c.batch_id"),
-        {"t": task_id, "b": batch_id, "a": attempt, "now": now}).first()
+    row = session.execute(text(_CLAIM.format(**_BOUND)),
+                          {"t": task_id, "b": batch_id, "a": attempt, "now": now}).first()
+    return _claim(row)
+
+
+def claim_run_direct(conn: Direct, *, batch_id: int, task_id: int, attempt: int, now: datetime) -> Claim | None:
+    """`claim_run` in one round trip that is also its transaction (the message handler's hot path)."""
+    rows = conn.script(conn.execute(_CLAIM_PREPARED, b=batch_id, t=task_id, a=attempt, now=now))
+    return _claim(rows[0] if rows else None)
+
+
+def _claim(row: Any) -> Claim | None:
     if row is None:
         return None
     return Claim(_run(row[:13]), TaskRow(row[2], *row[13:24]), BatchRow(row[1], *row[24:31]), list(row[31]))
@@ -288,7 +277,7 @@ def claim_run(*, session: Session, batch_id: int, task_id: int, attempt: int, no
 
 def upstream_runs(*, session: Session, batch_id: int, task_id: int) -> list[dict[str, Any]]:
     """The parents' SUCCESS runs, as `Claim.upstream`."""
-    return list(session.execute(text(_UPSTREAM), {"b": batch_id, "t": task_id}).scalar_one())
+    return list(session.execute(text(_UPSTREAM.format(**_BOUND)), {"b": batch_id, "t": task_id}).scalar_one())
 
 
 def get_run(*, session: Session, batch_id: int, task_id: int) -> RunRow | None:
@@ -380,3 +369,173 @@ def _jsonb(value: dict[str, Any]) -> Any:
 
     return cast(literal(json.dumps(value, default=str)), JSONB)
 
+
+
+# -- the message handler's hot path: one round trip per transaction ------------------------------
+# pg8000 sends a statement with parameters as three round trips (parse, describe + bind,
+# execute), scans its text in Python to rewrite the placeholders, and commits in three more.
+# The claim and the record of a success are whole transactions of one or a few statements, so
+# they are sent as one simple-protocol query string instead: values inlined by `_lit` (integers,
+# timestamps, escaped strings), the statements of a string run as one implicit transaction, each
+# with a fresh READ COMMITTED snapshot (what `lock_batch` + `succeed_run_direct` rely on).
+class Direct:
+    """A pooled pg8000 connection outside any open transaction (see `direct`)."""
+
+    def __init__(self, connection: Any, prepared: set[str]) -> None:
+        self._connection = connection
+        self._prepared = prepared
+
+    def script(self, sql: str) -> list[Any]:
+        """Run `sql` (one or more statements) in one round trip; the rows of every result, in order."""
+        return self._connection.execute_simple(sql).rows or []
+
+    def execute(self, statement: Prepared, **values: Any) -> str:
+        """`EXECUTE` of `statement` with `values`, for a script; prepares it on this connection once.
+
+        A prepared statement is planned once per connection rather than on every message.
+        """
+        if statement.name not in self._prepared:
+            self._connection.execute_simple(statement.prepare)
+            self._prepared.add(statement.name)
+        return f"EXECUTE {statement.name}({', '.join(_lit(values[n]) for n in statement.params)})"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    name: str
+    prepare: str
+    params: tuple[str, ...]
+
+
+def _prepared(label: str, template: str, **types: str) -> Prepared:
+    """`template`'s {placeholders} as the parameters of a server-side prepared statement (`Direct.execute`)."""
+    body = template.format(**{n: f"${i}" for i, n in enumerate(types, 1)})
+    name = f"caf_{label}_{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+    return Prepared(name, f"PREPARE {name} ({', '.join(types.values())}) AS {body}", tuple(types))
+
+
+@contextlib.contextmanager
+def direct(factory: sessionmaker[Session]) -> Iterator[Direct]:
+    """A connection of the sessions' engine for `Direct.script`; an error rolls back what is open.
+
+    Connection failures become TransientError (as in `unit_of_work`): the message is redelivered.
+    """
+    from pg8000.exceptions import DatabaseError, InterfaceError
+    from sqlalchemy import exc as sa_exc
+
+    from errors import TransientError
+
+    try:
+        proxied = factory.kw["bind"].raw_connection()
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        raise TransientError(f"metadata database unavailable: {cause}") from exc
+    connection = proxied.dbapi_connection
+    # The names prepared on this DBAPI connection; SQLAlchemy drops `info` with the connection.
+    prepared = proxied.info.setdefault("caf_prepared", set())
+    try:
+        connection.rollback()  # a no-op, unless a pool pre-ping left its implicit transaction open
+        yield Direct(connection, prepared)
+    except (InterfaceError, OSError) as exc:
+        proxied.invalidate(exc)
+        raise TransientError(f"metadata database connection lost: {type(exc).__name__}") from exc
+    except BaseException as exc:
+        if isinstance(exc, DatabaseError) and "26000" in str(exc):  # prepared statement gone (DISCARD ALL)
+            prepared.clear()
+        with contextlib.suppress(Exception):
+            connection.rollback()  # a script with an explicit BEGIN that failed half-way
+        raise
+    finally:
+        proxied.close()
+
+
+def _lit(value: Any) -> str:
+    """`value` as an SQL literal; only the types the engine's own statements need."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the engine's timestamps are timezone-aware")
+        return f"CAST('{value.isoformat()}' AS timestamptz)"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("PostgreSQL text cannot hold NUL characters")
+        # An E'' literal means the same whatever standard_conforming_strings says.
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Success:
+    finished: bool
+    """False when the run was no longer ours (ended by its timeout): nothing else happened."""
+    released: list[int]
+    """Children whose parents in the batch have now all succeeded (attempt 1, queued)."""
+    outbox_ids: list[int]
+    """Their task messages, written to the outbox; publish them after this returns."""
+    closed: dict[str, Any] | None
+    """The batch's status and counts when this success closed it."""
+
+
+_SUCCEED = _prepared(
+    "succeed",
+    "WITH fin AS (UPDATE task_log SET status = 'SUCCESS', finished_at = {now}, lease_until = NULL,"
+    "  not_before = NULL, error = NULL, output = output || CAST({o} AS jsonb), run_key = {k},"
+    "  children_published = true, updated_at = now()"
+    "  WHERE id = {id} AND status = 'PROCESSING' AND attempt = {a} AND lease_until IS NOT NULL RETURNING id),"
+    " rel AS (UPDATE task_log c SET attempt = 1, updated_at = now() FROM fin"
+    "  WHERE c.batch_id = {b} AND c.status = 'PROCESSING' AND c.attempt = 0"
+    "  AND c.task_id IN (SELECT child_id FROM task_dependencies WHERE parent_id = {t})"
+    "  AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN task_log p"
+    "   ON p.task_id = d.parent_id AND p.batch_id = c.batch_id"
+    "   WHERE d.child_id = c.task_id AND p.status <> 'SUCCESS' AND p.task_id <> {t})"  # {t} is SUCCESS now
+    "  RETURNING c.task_id),"
+    # The children's messages, as scheduler.enqueue_run writes them (route task, attempt 1).
+    " msg AS (INSERT INTO outbox (event_type, payload)"
+    "  SELECT 'task', jsonb_build_object('batch_id', {b}, 'task_id', task_id, 'attempt', 1) FROM rel"
+    "  ORDER BY task_id RETURNING id)"
+    " SELECT 'fin', (SELECT count(*) FROM fin), (SELECT array_agg(task_id ORDER BY task_id) FROM rel),"
+    "  (SELECT array_agg(id ORDER BY id) FROM msg)",
+    b="int8", t="int4", id="int8", a="int4", now="timestamptz", o="text", k="text")
+# Close the batch when nothing is pending (scheduler._close_if_done, in SQL so that it stays in
+# the success's transaction); the NOT EXISTS is evaluated once and skips the summary otherwise.
+_CLOSE = _prepared(
+    "close",
+    "UPDATE task_batch b SET status = CASE WHEN s.failed_n > 0 THEN 'ERROR' ELSE 'SUCCESS' END,"
+    "  finished_at = {now}, summary = b.summary || jsonb_build_object('counts', s.counts, 'failed', s.failed,"
+    "  'duration_seconds', EXTRACT(EPOCH FROM {now} - b.started_at)::float8)"
+    " FROM (SELECT jsonb_build_object('SUCCESS', count(*) FILTER (WHERE l.status = 'SUCCESS'),"
+    "  'ERROR', count(*) FILTER (WHERE l.status = 'ERROR'), 'SKIPPED', count(*) FILTER (WHERE l.status = 'SKIPPED'))"
+    "  AS counts, COALESCE(jsonb_agg(jsonb_build_object('task', t.name, 'error', left(COALESCE(l.error, ''), 500))"
+    "  ORDER BY l.started_at, t.name) FILTER (WHERE l.status = 'ERROR'), '[]') AS failed,"
+    "  count(*) FILTER (WHERE l.status = 'ERROR') AS failed_n"
+    "  FROM task_log l JOIN tasks t ON t.id = l.task_id WHERE l.batch_id = {b}) s"
+    " WHERE b.id = {b} AND b.status = 'PROCESSING'"
+    "  AND NOT EXISTS (SELECT 1 FROM task_log WHERE batch_id = {b} AND status = 'PROCESSING')"
+    "  AND EXISTS (SELECT 1 FROM task_log WHERE id = {id} AND status = 'SUCCESS' AND finished_at = {now})"
+    " RETURNING 'closed', b.status, s.counts",
+    b="int8", id="int8", now="timestamptz")
+_CLAIM_PREPARED = _prepared("claim", _CLAIM, b="int8", t="int4", a="int4", now="timestamptz")
+
+
+def succeed_run_direct(conn: Direct, *, run: RunRow, now: datetime, output: dict[str, Any],
+                       run_key: str | None) -> Success:
+    """Running → SUCCESS under the batch lock, release the ready children, enqueue their messages
+    and close the batch if nothing is pending: one transaction, one round trip."""
+    b, ident = run.batch_id, run.id
+    rows = conn.script(
+        # The lock is a statement of its own: the next statement's snapshot sees every other
+        # completion of the batch, so of two parents finishing at once exactly one releases their child.
+        f"SELECT 'lock' FROM task_batch WHERE id = {_lit(b)} FOR NO KEY UPDATE; "
+        + conn.execute(_SUCCEED, b=b, t=run.task_id, id=ident, a=run.attempt, now=now,
+                       o=json.dumps(output, default=str), k=run_key) + "; "
+        + conn.execute(_CLOSE, b=b, id=ident, now=now))
+    fin = next((r for r in rows if r[0] == "fin"), None)
+    if fin is None:
+        raise RuntimeError("succeed_run_direct: the script returned no result")
+    closed = next(({"status": r[1], "counts": r[2]} for r in rows if r[0] == "closed"), None)
+    return Success(bool(fin[1]), list(fin[2] or []), list(fin[3] or []), closed)

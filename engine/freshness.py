@@ -64,6 +64,17 @@ def run_key(inputs: dict[str, Any]) -> str:
     return digest({"files": files, "upstream": upstream, "logic": inputs["logic"]})
 
 
+def static_inputs(*, task: TaskRow, output: dict[str, Any],
+                  upstream: list[dict[str, Any]] | None) -> tuple[dict[str, Any], str] | None:
+    """`run_inputs` when it needs no database read (no input tables, known upstream, synced logic), else None."""
+    files = dict(output.get("files") or {})
+    logic = (task.config or {}).get("logic")
+    if upstream is None or not logic or any(t not in files for t in input_tables(task)):
+        return None
+    inputs = {"files": files, "upstream": upstream, "logic": logic}
+    return inputs, run_key(inputs)
+
+
 def run_inputs(*, session: Session, task: TaskRow, batch_id: int, output: dict[str, Any],
                upstream: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str]:
     """The inputs of a run that is finishing, and their run key (called inside its transaction)."""

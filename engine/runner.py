@@ -38,11 +38,12 @@ class _TimedOut(Exception):
 def run_message(deps: Deps, *, batch_id: int, task_id: int, attempt: int, check: int | None = None) -> None:
     """Run (or, with `check`, check) attempt `attempt` of task `task_id` in batch `batch_id`."""
     now = deps.clock()
-    with unit_of_work(deps.sessions) as session:
-        claimed = None
-        if check is None:
-            claimed = db.claim_run(session=session, batch_id=batch_id, task_id=task_id, attempt=attempt, now=now)
-        if claimed is None:
+    claimed = None
+    if check is None:
+        with db.direct(deps.sessions) as conn:
+            claimed = db.claim_run_direct(conn, batch_id=batch_id, task_id=task_id, attempt=attempt, now=now)
+    if claimed is None:
+        with unit_of_work(deps.sessions) as session:
             task = db.get_task(session=session, task_id=task_id)
             run = db.get_run(session=session, batch_id=batch_id, task_id=task_id)
             batch = db.get_batch(session=session, batch_id=batch_id)

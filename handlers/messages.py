@@ -18,6 +18,12 @@ from errors import PermanentError
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 MAX_OBJECT_NAME_BYTES = 1024  # GCS limit
+MAX_BUCKET_NAME_BYTES = 222  # GCS limit (and the width of files.bucket)
+# Optional metadata: longest value kept (the width of its `files` column). Checksums longer than
+# this are not checksums (malformed); free-text fields are cut, as they only inform.
+_CHECKSUM_BYTES = {"md5": 64, "crc32c": 16}
+_TEXT_BYTES = {"content_type": 255, "content_encoding": 64, "event_id": 255}
+_SHOWN = 80  # characters of a hostile value quoted in an error message
 
 
 class MalformedEvent(PermanentError):
@@ -67,12 +73,27 @@ class ObjectRef:
 
     @classmethod
     def build(cls, *, bucket: Any, name: Any, generation: Any, size: Any = None, **extra: Any) -> ObjectRef:
+        """Validate every field: whatever passes can be stored, logged and used as a path safely.
+
+        GCS names are valid UTF-8 without CR, LF or NUL; a value that is not (a lone surrogate
+        from a JSON escape, a NUL) or that does not fit its column is malformed, not transient.
+        """
         if not isinstance(bucket, str) or not bucket:
             raise MalformedEvent("storage event has no bucket")
         if not isinstance(name, str) or not name:
             raise MalformedEvent("storage event has no object name")
-        if "\x00" in name or len(name.encode("utf-8", "surrogatepass")) > MAX_OBJECT_NAME_BYTES:
-            raise MalformedEvent(f"object name is not a valid GCS name: {name[:80]!r}")
+        if not _clean(bucket) or len(bucket.encode()) > MAX_BUCKET_NAME_BYTES:
+            raise MalformedEvent(f"bucket name is not a valid GCS bucket name: {_show(bucket)}")
+        if not _clean(name) or len(name.encode()) > MAX_OBJECT_NAME_BYTES or name in (".", ".."):
+            raise MalformedEvent(f"object name is not a valid GCS name: {_show(name)}")
+        for key, limit in _CHECKSUM_BYTES.items():
+            value = _optional_text(extra.get(key), key)
+            if value is not None and len(value.encode()) > limit:
+                raise MalformedEvent(f"{key} is not a checksum: {_show(value)}")
+            extra[key] = value
+        for key, limit in _TEXT_BYTES.items():
+            value = _optional_text(extra.get(key), key)
+            extra[key] = None if value is None else value.encode()[:limit].decode("utf-8", "ignore")
         return cls(bucket=bucket, name=name, generation=_int(generation, "generation"),
                    size=None if size in (None, "") else _int(size, "size"), **extra)
 
@@ -113,10 +134,15 @@ class PubSubMessage:
         attributes = msg.get("attributes") or {}
         if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
             raise MalformedEvent("Pub/Sub message attributes must be a map of strings")
+        message_id = msg.get("messageId") or msg.get("message_id")
+        if isinstance(message_id, int) and not isinstance(message_id, bool):
+            message_id = str(message_id)
+        if message_id is not None and not isinstance(message_id, str):
+            raise MalformedEvent(f"Pub/Sub messageId must be a string, got {_show(message_id)}")
         return cls(
             data=data,
             attributes=dict(attributes),
-            message_id=msg.get("messageId") or msg.get("message_id"),
+            message_id=message_id,
             publish_time=parse_time(msg.get("publishTime") or msg.get("publish_time")),
         )
 
@@ -158,19 +184,47 @@ def _json(raw: bytes | str, what: str) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the interpreter's stack
+        raise MalformedEvent(f"{what} is nested too deeply to decode") from None
+
+
+def _clean(text: str) -> bool:
+    """Valid UTF-8 (no lone surrogates) without NUL, CR or LF."""
+    if "\x00" in text or "\r" in text or "\n" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _clean(value):
+        raise MalformedEvent(f"{what} must be a string of valid UTF-8 text, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    """A bounded, printable rendering of a (possibly huge or hostile) value for messages."""
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN else f"{shown[:_SHOWN]}... ({len(shown)} characters)"
 
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool):
-        raise MalformedEvent(f"{what} must be an integer, got {value!r}")
+        raise MalformedEvent(f"{what} must be an integer, got {_show(value)}")
     if isinstance(value, int):
         result = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and 0 < len(value.strip()) <= 20 and value.strip().isascii() \
+            and value.strip().isdigit():  # ASCII digits only: str.isdigit() also accepts '²'
         result = int(value)
     else:
-        raise MalformedEvent(f"{what} must be an integer (number or numeric string), got {value!r}")
+        raise MalformedEvent(f"{what} must be an integer (number or numeric string), got {_show(value)}")
     if result < 0 or result >= 2**63:
-        raise MalformedEvent(f"{what} out of range: {value!r}")
+        raise MalformedEvent(f"{what} out of range: {_show(value)}")
     return result
 
 

@@ -49,7 +49,12 @@ def handle(ref: ObjectRef, deps: Deps) -> None:
             claim = files_db.claim_file(session=session, ref=ref, lease_seconds=deps.settings.ingest.lease_seconds)
         if claim.state == "done":
             log.info("already %s: redelivered event ignored", claim.status)
+            # Finish what the attempt that recorded the status may not have: its events, its move.
             outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
+            if claim.unarchived:
+                from pipeline import ingest
+
+                ingest.move_processed(ref, deps, success=claim.status == "SUCCESS", file_id=claim.file_id)
             return
         if claim.state == "busy":
             raise TransientError(f"{ref.bucket}/{ref.name}#{ref.generation} is being processed by another "

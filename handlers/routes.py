@@ -13,7 +13,7 @@ log = logging.getLogger("caf.routes")
 
 # GCS Pub/Sub notification event types that are not new object versions: acknowledged, ignored.
 _IGNORED_GCS_EVENTS = ("OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
-PUBSUB_ROUTES = ("task", "dataform", "powerbi", "file_loaded")
+PUBSUB_ROUTES = ("task", "dataform", "powerbi", "file_loaded", "sweep")
 
 
 @functools.cache
@@ -68,10 +68,21 @@ def pubsub(message: PubSubMessage) -> None:
     route = attrs.get("event_type")
     if route not in PUBSUB_ROUTES:
         raise MalformedEvent(f"unknown route: event_type={route!r} (expected one of {', '.join(PUBSUB_ROUTES)})")
-    from handlers import tasks
     from handlers.deps import get_deps
 
+    if route == "sweep":
+        outbox_sweep(get_deps())
+        return
+    from handlers import tasks
+
     tasks.handle(route, message, get_deps())
+
+
+def outbox_sweep(deps: Any) -> int:
+    """`event_type=sweep` (Cloud Scheduler): publish outbox events stranded by a publisher outage."""
+    from database import outbox
+
+    return outbox.sweep(session_factory=deps.sessions, publisher=deps.publisher)
 
 
 def operator(request: Any) -> Any:

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from adapters.warehouse.base import Column, LoadRequest, LoadResult
 from database.registry import RegisteredTable
-from errors import CafError, PermanentError
+from errors import CafError, PermanentError, TransientError
 from pipeline.read import SourceOptions, read_batches
 from pipeline.stage import Lineage, describe_bad_rows, drop_rows, duplicate_keys, quarantine_lines, stage_batches
 from pipeline.validate import BadRow
@@ -97,7 +97,8 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: Deps, *, file_i
     path = workdir / "staged.parquet"
     lineage = Lineage(file_id=file_id, batch_id=batch_id, ingested_at=now,
                       file_id_column=deps.warehouse.file_id_column)
-    with deps.storage.open_read(ref.bucket, ref.name, ref.generation) as stream:
+    with deps.storage.open_read(ref.bucket, ref.name, ref.generation) as raw:
+        stream: Any = StorageStream(raw, where=f"{ref.bucket}/{ref.name}#{ref.generation}")
         result = stage_batches(
             read_batches(stream, options, name=ref.name), target=table.target, column_map=table.column_map,
             allow_new_columns=table.allow_new_columns, header=options.header, lineage=lineage, path=path,
@@ -122,6 +123,59 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: Deps, *, file_i
         deps.storage.put_file(ref.bucket, s_name, path, "application/vnd.apache.parquet")
         staged.staged_uri = deps.storage.uri(ref.bucket, s_name)
     return staged
+
+
+class StorageStream:
+    """The object's byte stream, with the stream's own I/O failures made transient.
+
+    A connection dropped halfway through a download says nothing about the file: it must not
+    be recorded as a bad file (readers turn some bare OSErrors into "corrupt file"), nor count
+    towards the unexpected-failure limit. Raised here, before any parser sees it, it reaches the
+    handler as TransientError: the claim is given back and the redelivered event reads again.
+    """
+
+    def __init__(self, raw: Any, *, where: str) -> None:
+        self._raw = raw
+        self._where = where
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except CafError:
+            raise
+        except OSError as exc:
+            raise TransientError(f"reading {self._where} failed: {type(exc).__name__}: {exc}") from exc
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._raw.read, size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._call(self._raw.readinto, buffer)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call(self._raw.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._call(self._raw.tell)
+
+    def seekable(self) -> bool:
+        try:
+            return bool(self._raw.seekable())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self._raw, "closed", False))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 def staging_name(prefix: str, table: RegisteredTable, file_id: int, generation: int) -> str:

@@ -15,6 +15,7 @@ from adapters.storage.base import ObjectInfo, ObjectNotFound
 from errors import PermanentError
 
 _BUCKET_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_SEGMENT_MAX_BYTES = 255  # NAME_MAX of common filesystems; GCS allows longer path segments
 
 
 class UnsafeObjectName(PermanentError):
@@ -34,8 +35,11 @@ class LocalStorage:
 
     def _path(self, bucket: str, name: str) -> Path:
         parts = PurePosixPath(name).parts
-        if not name or name.startswith("/") or any(p in ("..", ".") for p in parts) or "\x00" in name:
-            raise UnsafeObjectName(f"object name {name!r} cannot be stored in a local folder")
+        # "a//b" and "a/./b" are other GCS objects than "a/b" but the same local file: refused too.
+        if not name or name.startswith("/") or any(p in ("..", ".") for p in parts) or "\x00" in name \
+                or "/".join(parts) != name \
+                or any(len(p.encode("utf-8", "surrogatepass")) > _SEGMENT_MAX_BYTES for p in parts):
+            raise UnsafeObjectName(f"object name {name[:200]!r} cannot be stored in a local folder")
         return self._bucket_dir(bucket).joinpath(*parts)
 
     def local_path(self, bucket: str, name: str) -> Path | None:
