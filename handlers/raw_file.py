@@ -88,6 +88,7 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: Deps) -> None:
     log.info("loaded %s rows (%s rejected) into %s in %.0f ms", outcome.get("rows_loaded"),
              outcome.get("rows_rejected"), outcome.get("table"), (time.perf_counter() - started) * 1000,
              extra={"rows_loaded": outcome.get("rows_loaded"), "rows_rejected": outcome.get("rows_rejected"),
+                    "rows_read": outcome.get("rows_read"), "bytes": ref.size, "metric": "file",
                     "status": "SUCCESS", "table": outcome.get("table"),
                     "duration_ms": round((time.perf_counter() - started) * 1000)})
 
@@ -145,7 +146,8 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
         if not files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",
                                **fields):
             log.warning("claim was taken over by another instance; its result stands")
-            return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "table": table.qualified}
+            return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
+                    "table": table.qualified}
         event_ids = []
         if newer is None:
             event_ids.append(outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id,
@@ -155,7 +157,8 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
                                  summary={"file": claim.file_id, "detail": fields["detail"]})
     _publish(deps, event_ids)
     ingest.move_processed(ref, deps, success=True, file_id=claim.file_id)
-    return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "table": table.qualified}
+    return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
+            "table": table.qualified}
 
 
 def _finish_superseded(claim: files_db.Claim, deps: Deps, batch_id: int, newer: int,
@@ -176,12 +179,15 @@ def _publish(deps: Deps, ids: list[int]) -> None:
 
 
 def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: Deps, message: str, context: dict[str, Any]) -> None:
+    from handlers.metrics import error_reason
     from pipeline import ingest
 
     assert claim.token is not None
-    log.warning("file failed: %s", message, extra={"status": "ERROR", "error_kind": "permanent"})
     staged = context.get("staged")
     table: RegisteredTable | None = context.get("table")
+    log.warning("file failed: %s", message, extra={
+        "status": "ERROR", "error_kind": "permanent", "reason": error_reason(message), "metric": "file",
+        "table": table.qualified if table else None, "bytes": ref.size})
     with unit_of_work(deps.sessions) as session:
         owned = files_db.finish(
             session=session, file_id=claim.file_id, token=claim.token, status="ERROR",
@@ -195,6 +201,9 @@ def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: Deps, message: st
                                  summary={"file": claim.file_id, "error": message[:500]})
     if owned:
         ingest.move_processed(ref, deps, success=False, file_id=claim.file_id)
+        from handlers import alerts
+
+        alerts.on_file_error(deps, claim.file_id)  # best effort: never raises
 
 
 def _release(claim: files_db.Claim, deps: Deps) -> None:

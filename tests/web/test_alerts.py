@@ -75,7 +75,21 @@ def alerting(deps, hooks: Hooks):
 
 
 def failed_file(ingest, name: str) -> int:
-    return ingest.load(name, "Order ID,amount,order_date\n1,2.00,2026-11-01\n").id
+    """A file in ERROR, failed while no webhook was configured (so each test raises the alert itself)."""
+    configured = ingest.deps.settings.alerts.webhooks
+    ingest.deps.settings.alerts.webhooks = []
+    try:
+        return ingest.load(name, "Order ID,amount,order_date\n1,2.00,2026-11-01\n").id
+    finally:
+        ingest.deps.settings.alerts.webhooks = configured
+
+
+def test_ingestion_raises_the_file_alert_itself(alerting, hooks: Hooks, ingest) -> None:
+    ingest.register(ORDERS)
+    row = ingest.load("sales/orders/auto.csv", "Order ID,amount,order_date\n1,2.00,2026-11-01\n")
+    assert row.status == "ERROR"
+    assert [b["text"] for b in hooks.bodies("slack")] == ["CAF file failed: auto.csv"]
+    assert alerts.on_file_error(alerting, row.id) is False  # de-duplicated per object version
 
 
 def test_file_error_posts_google_chat_and_slack_cards_once(alerting, hooks: Hooks, ingest) -> None:
@@ -143,7 +157,8 @@ def test_cards_carry_no_secrets_and_no_row_data(alerting, hooks: Hooks, ingest) 
     bad = ingest.load("sales/orders/people.csv", "Order ID,amount,order_date,note\n"
                       f"1,{ROW_VALUE},2026-11-01,x\n2,{ROW_VALUE},2026-11-01,y\n2,1.00,2026-11-01,z\n")
     assert bad.status == "ERROR" and ROW_VALUE in bad.error_message  # the message itself quotes the value
-    assert alerts.on_file_error(alerting, bad.id) is True
+    assert hooks.bodies("slack")  # ingestion raised the file alert itself
+    assert alerts.on_file_error(alerting, bad.id) is False  # once per object version
     assert alerts.notify(alerting, "custom", "k1", "db down: postgresql://caf:hunter2@db/caf",
                          {"detail": "password=hunter2 token: abc123", "hook": hooks.slack_url}) is True
     posted = json.dumps([body for _, body in hooks.received], ensure_ascii=False)
