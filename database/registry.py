@@ -112,7 +112,8 @@ def _specificity(glob: str) -> tuple[int, int]:
     return len(literal), -glob.count("*")
 
 
-def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | None = None) -> RegisteredTable | None:
+def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | None = None,
+                per_tenant_datasets: bool = False) -> RegisteredTable | None:
     """The registered table whose source glob matches the object name (most specific wins)."""
     query = select(Table).options(selectinload(Table.columns), selectinload(Table.domain))
     if tenant_id:
@@ -124,7 +125,7 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
     if len(candidates) > 1 and _specificity(candidates[0].source_glob) == _specificity(candidates[1].source_glob):
         names = ", ".join(f"{t.domain.name}.{t.name}" for t in candidates)
         raise PermanentError(f"{name} matches several registered tables ({names}); make their sources distinct")
-    return to_registered(candidates[0])
+    return to_registered(candidates[0], per_tenant_datasets=per_tenant_datasets)
 
 
 def glob_matches(pattern: str, name: str) -> bool:
@@ -138,11 +139,11 @@ def _matches(glob: str, name: str) -> bool:
     return glob_matches(glob, name) or (name.endswith(".gz") and glob_matches(glob, name[:-3]))
 
 
-def get_registered(*, session: Session, table_id: int) -> RegisteredTable:
+def get_registered(*, session: Session, table_id: int, per_tenant_datasets: bool = False) -> RegisteredTable:
     table = session.get(Table, table_id, options=[selectinload(Table.columns), selectinload(Table.domain)])
     if table is None:
         raise PermanentError(f"registered table {table_id} no longer exists")
-    return to_registered(table)
+    return to_registered(table, per_tenant_datasets=per_tenant_datasets)
 
 
 def find_registered(*, session: Session, dataset: str, table: str) -> RegisteredTable | None:
@@ -151,7 +152,10 @@ def find_registered(*, session: Session, dataset: str, table: str) -> Registered
     return to_registered(row) if row else None
 
 
-def to_registered(table: Table) -> RegisteredTable:
+def to_registered(table: Table, *, per_tenant_datasets: bool = False) -> RegisteredTable:
+    """The registry row for the pipeline; `{tenant}_{dataset}` when datasets are per tenant."""
+    from database.tenancy import tenant_dataset
+
     return RegisteredTable(
         id=table.id,
         tenant_id=table.tenant_id,
@@ -162,7 +166,7 @@ def to_registered(table: Table) -> RegisteredTable:
         allow_new_columns=table.allow_new_columns,
         source_glob=table.source_glob,
         target=TableTarget(
-            dataset=table.domain.name,
+            dataset=tenant_dataset(table.domain.name, table.tenant_id, per_tenant=per_tenant_datasets),
             table=table.name,
             columns=tuple(Column(c.name, c.type, c.mode, c.description) for c in table.columns),
             keys=tuple(table.keys or ()),

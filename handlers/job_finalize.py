@@ -166,7 +166,8 @@ def _load(f: JobFile, deps: Deps) -> Outcome:
     landing = str(getattr(getattr(deps.settings, "jobs", None), "landing_bucket", LANDING_BUCKET))
     landing_name = f.name if f.tenant_id == "default" else f"{f.tenant_id}/{f.name}"
     with unit_of_work(deps.sessions) as session:
-        table = match_table(session=session, bucket=landing, name=landing_name, tenant_id=f.tenant_id)
+        table = match_table(session=session, bucket=landing, name=landing_name, tenant_id=f.tenant_id,
+                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
     if table is None:
         return Outcome(f.name, "failed", f"no staging entity or table registered for {landing_name}")
     with tempfile.TemporaryDirectory(prefix="caf-job-") as tmp:

@@ -95,7 +95,8 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: Deps) -> None:
 
 def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: Deps, context: dict[str, Any]) -> dict[str, Any]:
     with unit_of_work(deps.sessions) as session:
-        table = match_table(session=session, bucket=ref.bucket, name=ref.name)
+        table = match_table(session=session, bucket=ref.bucket, name=ref.name,
+                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
         if table is None:
             raise NoTableRegistered(f"no table registered for {ref.name}")
         batch_id = files_db.attach(session=session, file_id=claim.file_id, table_id=table.id,

@@ -256,7 +256,8 @@ def reprocess(file_id: int, deps: Deps, *, now: datetime) -> int:
         if file is None or file.table_id is None or not file.staged_uri:
             raise PermanentError(f"file {file_id} has no staged Parquet to reprocess (status "
                                  f"{getattr(file, 'status', 'unknown')})")
-        table = get_registered(session=session, table_id=file.table_id)
+        table = get_registered(session=session, table_id=file.table_id,
+                               per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
         bucket, name, generation = file.bucket, file.name, file.generation
         staged_name = staging_name(deps.settings.ingest.staging_prefix, table, file_id, generation)
         batch = TaskBatch(trigger="reprocess", root=table.qualified, tenant_id=file.tenant_id)

@@ -210,3 +210,14 @@ def test_registry_type_change_is_rejected_clearly(ing: Ingest) -> None:
     assert row.status == "ERROR"
     assert "amount" in row.error_message and "NUMERIC" in row.error_message and "STRING" in row.error_message
     assert ing.count("sales.orders") == 5
+
+
+def test_per_tenant_datasets_when_configured(deps, tmp_path) -> None:
+    ing = Ingest(deps, tmp_path)
+    ing.register(ORDERS + "    tenant: acme\n")
+    deps.settings.jobs.per_tenant_datasets = True
+    row = ing.load("sales/orders/acme.csv", ORDERS_CSV)
+    assert row.status == "SUCCESS", row.error_message
+    assert row.tenant_id == "acme"
+    assert ing.count("acme_sales.orders") == 5
+    assert deps.warehouse.table_columns("sales", "orders") is None
