@@ -41,6 +41,23 @@ class ConfigError(PermanentError):
     """The configuration is invalid; the message names the offending key."""
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header value (delta-seconds or HTTP-date), None if absent/invalid."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    import email.utils
+    from datetime import UTC, datetime
+
+    try:
+        return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
 def is_transient_http_status(status: int) -> bool:
     """HTTP statuses worth retrying: throttling, timeouts and server errors."""
     return status in (408, 429) or status >= 500

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,14 @@ DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 class DefinitionError(PermanentError):
     """A table definition file is invalid; the message names the file and field."""
+
+
+def _identifier(check: Callable[[str], str], value: str) -> str:
+    """Run an identifier check, reporting failures the way pydantic validators must (ValueError)."""
+    try:
+        return check(value)
+    except InvalidIdentifier as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -66,10 +75,7 @@ class ColumnDef(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        try:
-            return column_name(value)
-        except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from None
+        return _identifier(column_name, value)
 
     @field_validator("type")
     @classmethod
@@ -110,18 +116,12 @@ class TableDefinition(_Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
-        try:
-            return dataset_name(value)
-        except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from None
+        return _identifier(dataset_name, value)
 
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
-        try:
-            return table_name(value)
-        except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from None
+        return _identifier(table_name, value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TableDefinition:

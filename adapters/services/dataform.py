@@ -8,18 +8,16 @@ own retries are disabled: every vendor error is translated here into `PermanentE
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 
-from errors import ConfigError, PermanentError, TransientError, is_transient_http_status
+from errors import ConfigError, PermanentError, TransientError, is_transient_http_status, retry_after_seconds
 
 if TYPE_CHECKING:
     from google.cloud import dataform_v1beta1
@@ -237,13 +235,6 @@ def _translated(action: str, resource: str) -> Iterator[None]:
 
 
 def _retry_after(response: Any) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), if the response has one."""
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        with contextlib.suppress(TypeError, ValueError):
-            return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
+    """Seconds from the response's Retry-After header, if it has one."""
+    headers = getattr(response, "headers", None) if response is not None else None
+    return retry_after_seconds(headers.get("Retry-After") if headers else None)

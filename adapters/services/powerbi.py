@@ -9,7 +9,6 @@ or `TransientError`; the client secret and access tokens never appear in message
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 import msal
 import requests
 
-from errors import PermanentError, TransientError, is_transient_http_status
+from errors import PermanentError, TransientError, is_transient_http_status, retry_after_seconds
 
 log = logging.getLogger("caf.adapters.powerbi")
 
@@ -297,15 +296,7 @@ def _last_segment(url: str | None) -> str | None:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        with contextlib.suppress(TypeError, ValueError):
-            return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
+    return retry_after_seconds(value)
 
 
 def _parse_time(value: str | None) -> datetime | None:
