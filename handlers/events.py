@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import logs
-from errors import PermanentError
+from errors import PermanentError, TransientError
 
 log = logging.getLogger("caf.events")
 
@@ -42,6 +42,13 @@ def cloud_event_target(func: Callable[[Any], None]) -> Callable[[Any], None]:
             except PermanentError as exc:
                 log.warning("acknowledged permanently failing event: %s", exc,
                             extra={"error_kind": "permanent", "reason": type(exc).__name__})
+            except TransientError as exc:
+                # Expected and retried: one warning line, not a traceback, then HTTP 500.
+                log.warning("transient failure, left for redelivery: %s", exc,
+                            extra={"error_kind": "transient", "reason": type(exc).__name__})
+                from werkzeug.exceptions import InternalServerError
+
+                raise InternalServerError("transient failure; retry later") from exc
             finally:
                 logs._trace.reset(token)
 
