@@ -114,10 +114,22 @@ def _specificity(glob: str) -> tuple[int, int]:
 
 def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | None = None,
                 per_tenant_datasets: bool = False) -> RegisteredTable | None:
-    """The registered table whose source glob matches the object name (most specific wins)."""
-    query = select(Table).options(selectinload(Table.columns), selectinload(Table.domain))
-    if tenant_id:
-        query = query.where(Table.tenant_id == tenant_id)
+    """The registered table whose source glob matches the object name (most specific wins).
+
+    Tenant isolation by path: a non-default tenant's objects live under `<tenant>/`, and its
+    globs are matched against the rest of the name; any other object can only match the default
+    tenant's tables. So one tenant's upload can never land in another tenant's table.
+    """
+    from database.base import DEFAULT_TENANT
+
+    head, _, rest = name.partition("/")
+    if tenant_id is None:
+        owners = set(session.scalars(select(Table.tenant_id).distinct()))
+        tenant_id = head if rest and head in owners and head != DEFAULT_TENANT else DEFAULT_TENANT
+    if tenant_id != DEFAULT_TENANT and head == tenant_id and rest:
+        name = rest
+    query = (select(Table).options(selectinload(Table.columns), selectinload(Table.domain))
+             .where(Table.tenant_id == tenant_id))
     candidates = [t for t in session.scalars(query) if _matches(t.source_glob, name)]
     if not candidates:
         return None

@@ -216,8 +216,22 @@ def test_per_tenant_datasets_when_configured(deps, tmp_path) -> None:
     ing = Ingest(deps, tmp_path)
     ing.register(ORDERS + "    tenant: acme\n")
     deps.settings.jobs.per_tenant_datasets = True
-    row = ing.load("sales/orders/acme.csv", ORDERS_CSV)
+    row = ing.load("acme/sales/orders/acme.csv", ORDERS_CSV)
     assert row.status == "SUCCESS", row.error_message
     assert row.tenant_id == "acme"
     assert ing.count("acme_sales.orders") == 5
     assert deps.warehouse.table_columns("sales", "orders") is None
+
+
+def test_objects_only_match_their_own_tenants_tables(deps, tmp_path) -> None:
+    ing = Ingest(deps, tmp_path)
+    ing.register(ORDERS, "default.yaml")
+    ing.register(ORDERS.replace("dataset: sales", "dataset: acme_sales") + "    tenant: acme\n", "acme.yaml")
+    default_row = ing.load("sales/orders/d.csv", ORDERS_CSV)
+    acme_row = ing.load("acme/sales/orders/a.csv", ORDERS_CSV)
+    assert (default_row.status, default_row.tenant_id) == ("SUCCESS", "default")
+    assert (acme_row.status, acme_row.tenant_id) == ("SUCCESS", "acme")
+    assert ing.count("sales.orders") == 5 and ing.count("acme_sales.orders") == 5
+    # A path naming another tenant that has no such table does not fall back to the default's tables.
+    stray = ing.load("acme/crm/orders/x.csv", ORDERS_CSV)
+    assert stray.status == "ERROR" and "no table registered" in stray.error_message
