@@ -14,17 +14,15 @@ the batch row is locked (`lock_batch`), so concurrent completions in one batch a
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from database.direct import Direct, direct, prepare_statement, sql_literal  # noqa: F401  (direct: re-exported)
 from database.models import Task, TaskBatch
 
 _RUN_COLUMNS = ("id, batch_id, task_id, status, attempt, started_at, finished_at, lease_until, not_before, "
@@ -371,104 +369,6 @@ def _jsonb(value: dict[str, Any]) -> Any:
 
 
 
-# -- the message handler's hot path: one round trip per transaction ------------------------------
-# pg8000 sends a statement with parameters as three round trips (parse, describe + bind,
-# execute), scans its text in Python to rewrite the placeholders, and commits in three more.
-# The claim and the record of a success are whole transactions of one or a few statements, so
-# they are sent as one simple-protocol query string instead: values inlined by `_lit` (integers,
-# timestamps, escaped strings), the statements of a string run as one implicit transaction, each
-# with a fresh READ COMMITTED snapshot (what `lock_batch` + `succeed_run_direct` rely on).
-class Direct:
-    """A pooled pg8000 connection outside any open transaction (see `direct`)."""
-
-    def __init__(self, connection: Any, prepared: set[str]) -> None:
-        self._connection = connection
-        self._prepared = prepared
-
-    def script(self, sql: str) -> list[Any]:
-        """Run `sql` (one or more statements) in one round trip; the rows of every result, in order."""
-        return self._connection.execute_simple(sql).rows or []
-
-    def execute(self, statement: Prepared, **values: Any) -> str:
-        """`EXECUTE` of `statement` with `values`, for a script; prepares it on this connection once.
-
-        A prepared statement is planned once per connection rather than on every message.
-        """
-        if statement.name not in self._prepared:
-            self._connection.execute_simple(statement.prepare)
-            self._prepared.add(statement.name)
-        return f"EXECUTE {statement.name}({', '.join(_lit(values[n]) for n in statement.params)})"
-
-
-@dataclass(frozen=True)
-class Prepared:
-    name: str
-    prepare: str
-    params: tuple[str, ...]
-
-
-def _prepared(label: str, template: str, **types: str) -> Prepared:
-    """`template`'s {placeholders} as the parameters of a server-side prepared statement (`Direct.execute`)."""
-    body = template.format(**{n: f"${i}" for i, n in enumerate(types, 1)})
-    name = f"caf_{label}_{hashlib.sha256(body.encode()).hexdigest()[:12]}"
-    return Prepared(name, f"PREPARE {name} ({', '.join(types.values())}) AS {body}", tuple(types))
-
-
-@contextlib.contextmanager
-def direct(factory: sessionmaker[Session]) -> Iterator[Direct]:
-    """A connection of the sessions' engine for `Direct.script`; an error rolls back what is open.
-
-    Connection failures become TransientError (as in `unit_of_work`): the message is redelivered.
-    """
-    from pg8000.exceptions import DatabaseError, InterfaceError
-    from sqlalchemy import exc as sa_exc
-
-    from errors import TransientError
-
-    try:
-        proxied = factory.kw["bind"].raw_connection()
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-        cause = type(getattr(exc, "orig", None) or exc).__name__
-        raise TransientError(f"metadata database unavailable: {cause}") from exc
-    connection = proxied.dbapi_connection
-    # The names prepared on this DBAPI connection; SQLAlchemy drops `info` with the connection.
-    prepared = proxied.info.setdefault("caf_prepared", set())
-    try:
-        connection.rollback()  # a no-op, unless a pool pre-ping left its implicit transaction open
-        yield Direct(connection, prepared)
-    except (InterfaceError, OSError) as exc:
-        proxied.invalidate(exc)
-        raise TransientError(f"metadata database connection lost: {type(exc).__name__}") from exc
-    except BaseException as exc:
-        if isinstance(exc, DatabaseError) and "26000" in str(exc):  # prepared statement gone (DISCARD ALL)
-            prepared.clear()
-        with contextlib.suppress(Exception):
-            connection.rollback()  # a script with an explicit BEGIN that failed half-way
-        raise
-    finally:
-        proxied.close()
-
-
-def _lit(value: Any) -> str:
-    """`value` as an SQL literal; only the types the engine's own statements need."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: the engine's timestamps are timezone-aware")
-        return f"CAST('{value.isoformat()}' AS timestamptz)"
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("PostgreSQL text cannot hold NUL characters")
-        # An E'' literal means the same whatever standard_conforming_strings says.
-        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-    raise TypeError(f"no SQL literal for {type(value).__name__}")
-
-
 @dataclass(frozen=True)
 class Success:
     finished: bool
@@ -481,7 +381,7 @@ class Success:
     """The batch's status and counts when this success closed it."""
 
 
-_SUCCEED = _prepared(
+_SUCCEED = prepare_statement(
     "succeed",
     "WITH fin AS (UPDATE task_log SET status = 'SUCCESS', finished_at = {now}, lease_until = NULL,"
     "  not_before = NULL, error = NULL, output = output || CAST({o} AS jsonb), run_key = {k},"
@@ -503,7 +403,7 @@ _SUCCEED = _prepared(
     b="int8", t="int4", id="int8", a="int4", now="timestamptz", o="text", k="text")
 # Close the batch when nothing is pending (scheduler._close_if_done, in SQL so that it stays in
 # the success's transaction); the NOT EXISTS is evaluated once and skips the summary otherwise.
-_CLOSE = _prepared(
+_CLOSE = prepare_statement(
     "close",
     "UPDATE task_batch b SET status = CASE WHEN s.failed_n > 0 THEN 'ERROR' ELSE 'SUCCESS' END,"
     "  finished_at = {now}, summary = b.summary || jsonb_build_object('counts', s.counts, 'failed', s.failed,"
@@ -519,7 +419,7 @@ _CLOSE = _prepared(
     "  AND EXISTS (SELECT 1 FROM task_log WHERE id = {id} AND status = 'SUCCESS' AND finished_at = {now})"
     " RETURNING 'closed', b.status, s.counts",
     b="int8", id="int8", now="timestamptz")
-_CLAIM_PREPARED = _prepared("claim", _CLAIM, b="int8", t="int4", a="int4", now="timestamptz")
+_CLAIM_PREPARED = prepare_statement("claim", _CLAIM, b="int8", t="int4", a="int4", now="timestamptz")
 
 
 def succeed_run_direct(conn: Direct, *, run: RunRow, now: datetime, output: dict[str, Any],
@@ -530,7 +430,7 @@ def succeed_run_direct(conn: Direct, *, run: RunRow, now: datetime, output: dict
     rows = conn.script(
         # The lock is a statement of its own: the next statement's snapshot sees every other
         # completion of the batch, so of two parents finishing at once exactly one releases their child.
-        f"SELECT 'lock' FROM task_batch WHERE id = {_lit(b)} FOR NO KEY UPDATE; "
+        f"SELECT 'lock' FROM task_batch WHERE id = {sql_literal(b)} FOR NO KEY UPDATE; "
         + conn.execute(_SUCCEED, b=b, t=run.task_id, id=ident, a=run.attempt, now=now,
                        o=json.dumps(output, default=str), k=run_key) + "; "
         + conn.execute(_CLOSE, b=b, id=ident, now=now))
