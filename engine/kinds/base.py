@@ -140,15 +140,3 @@ class Kind(Protocol):
     def start(self, ctx: TaskContext) -> Outcome: ...
 
     def check(self, ctx: TaskContext) -> Outcome: ...
-
-
-def service(deps: Deps, name: str, build: Any) -> Any:
-    """An external-service client from Deps: its property when Deps has one, else a part built once.
-
-    Deps has no `dataform` / `powerbi` properties yet; tests and `caf serve` can pass the
-    clients as parts (`Deps(settings, dataform=DataformClient(...))`).
-    """
-    client = getattr(deps, name, None)
-    if client is not None:
-        return client
-    return deps._get(name, build)  # the lazily built, per-process part cache

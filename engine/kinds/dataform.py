@@ -14,14 +14,12 @@ from typing import Any
 
 from database.models import Repo
 from database.session import unit_of_work
-from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, TaskContext, service
+from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, TaskContext
 from errors import PermanentError
 
 
 def client(ctx: TaskContext) -> Any:
-    from adapters.services.dataform import DataformClient
-
-    return service(ctx.deps, "dataform", DataformClient)
+    return ctx.deps.dataform
 
 
 def start(ctx: TaskContext) -> Outcome:

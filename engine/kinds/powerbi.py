@@ -13,17 +13,12 @@ from typing import Any
 
 from database.models import PowerBiReport
 from database.session import unit_of_work
-from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, TaskContext, service
+from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, TaskContext
 from errors import PermanentError
 
 
-def _unconfigured() -> Any:
-    raise PermanentError("Power BI is not configured: no PowerBiClient in Deps (tenant, client id and "
-                         "secret have no settings yet)")
-
-
 def client(ctx: TaskContext) -> Any:
-    return service(ctx.deps, "powerbi", _unconfigured)
+    return ctx.deps.powerbi  # ConfigError (permanent) when the service principal is not configured
 
 
 def start(ctx: TaskContext) -> Outcome:
