@@ -10,16 +10,6 @@ pipeline never import vendor exception classes.
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
-
-log = logging.getLogger("caf.errors")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 class CafError(Exception):
     """Base of all CAF errors."""
@@ -61,21 +51,3 @@ def retry_after_seconds(value: str | None) -> float | None:
 def is_transient_http_status(status: int) -> bool:
     """HTTP statuses worth retrying: throttling, timeouts and server errors."""
     return status in (408, 429) or status >= 500
-
-
-def acknowledge_permanent_errors(func: Callable[P, R]) -> Callable[P, R | None]:
-    """Log and swallow `PermanentError` (the event is acknowledged); let anything else raise.
-
-    Unknown exceptions are treated as transient: the platform redelivers, and a handler that
-    keeps failing ends in the dead-letter topic rather than silently losing the event.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        try:
-            return func(*args, **kwargs)
-        except PermanentError as exc:
-            log.warning("dropped permanently failing event: %s", exc, extra={"error_kind": "permanent"})
-            return None
-
-    return wrapper

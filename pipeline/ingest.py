@@ -20,6 +20,7 @@ from pipeline.stage import Lineage, describe_bad_rows, drop_rows, duplicate_keys
 from pipeline.validate import BadRow
 
 if TYPE_CHECKING:
+    from database.models import File
     from handlers.deps import Deps
     from handlers.messages import ObjectRef
 
@@ -211,7 +212,8 @@ def load(staged: Staged, table: RegisteredTable, deps: Deps, *, file_id: int, ba
     return deps.warehouse.load(request)
 
 
-def file_loaded_payload(ref: ObjectRef, file_id: int, batch_id: int, table: RegisteredTable) -> dict[str, Any]:
+def file_loaded_payload(ref: ObjectRef | File, file_id: int, batch_id: int, table: RegisteredTable) -> dict[str, Any]:
+    """The `file_loaded` event for the task engine (from the event's ObjectRef or the `files` row)."""
     return {"file_id": file_id, "batch_id": batch_id, "dataset": table.target.dataset,
             "table": table.target.table, "bucket": ref.bucket, "name": ref.name,
             "generation": ref.generation, "md5": ref.md5, "crc32c": ref.crc32c}
@@ -284,9 +286,7 @@ def reprocess(file_id: int, deps: Deps, *, now: datetime) -> int:
                           generation=generation)
             session.execute(sa_update(File).where(File.id == file_id)
                             .values(batch_id=batch_id, rows_loaded=result.rows_loaded))
-            ev = outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id, payload={
-                "file_id": file_id, "batch_id": batch_id, "dataset": table.target.dataset,
-                "table": table.target.table, "bucket": bucket, "name": name, "generation": generation,
-                "md5": file.md5, "crc32c": file.crc32c})
+            ev = outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id,
+                                payload=file_loaded_payload(file, file_id, batch_id, table))
     outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=[ev])
     return batch_id
