@@ -11,13 +11,13 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from database.models import Outbox
 
 if TYPE_CHECKING:
-    from adapters.publisher.base import Publisher
+    from adapters.publisher.base import OutgoingMessage, Publisher
 
 log = logging.getLogger("caf.outbox")
 
@@ -76,10 +76,8 @@ def sweep(*, session_factory: Any, publisher: Publisher, batch_size: int = 500, 
 def _publish_batch(*, session_factory: Any, publisher: Publisher, limit: int,
                    ids: list[int] | None) -> tuple[int, bool]:
     """Publish up to `limit` pending rows; returns (published, whether a publish failed)."""
-    from adapters.publisher.base import OutgoingMessage
     from database.session import unit_of_work
     from errors import TransientError
-    from handlers.messages import parse_time
 
     published = 0
     with unit_of_work(session_factory) as session:
@@ -88,26 +86,27 @@ def _publish_batch(*, session_factory: Any, publisher: Publisher, limit: int,
             query = query.where(Outbox.id.in_(ids))
         rows = session.scalars(query.with_for_update(skip_locked=True)).all()
         for row in rows:
-            attrs = dict(row.attributes or {})
-            not_before = parse_time(attrs.pop("not_before", None))
-            message = OutgoingMessage(row.event_type, row.payload, attrs, not_before=not_before)
             try:
-                publisher.publish(message)
+                publisher.publish(_message(row.event_type, row.payload, row.attributes))
             except TransientError:
                 log.warning("publish of outbox event %s failed; left for the next sweep", row.id)
                 if ids is not None:
                     session.commit()
                     raise
                 return published, True
-            session.execute(update(Outbox).where(Outbox.id == row.id).values(published_at=_now()))
+            session.execute(update(Outbox).where(Outbox.id == row.id).values(published_at=func.now()))
             published += 1
     return published, False
 
 
-def _now() -> Any:
-    from sqlalchemy import func
+def _message(event_type: str, payload: dict[str, Any], attributes: dict[str, str] | None) -> OutgoingMessage:
+    """An outbox row as the message to publish (`not_before` travels as an attribute in the row)."""
+    from adapters.publisher.base import OutgoingMessage
+    from handlers.messages import parse_time
 
-    return func.now()
+    attrs = dict(attributes or {})
+    not_before = parse_time(attrs.pop("not_before", None))
+    return OutgoingMessage(event_type, payload, attrs, not_before=not_before)
 
 
 def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int:
@@ -117,9 +116,7 @@ def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int
     (SKIP LOCKED) and marks the rows, they are published, then the transaction commits. A
     TransientError un-marks the rows not yet published, commits the rest and propagates.
     """
-    from adapters.publisher.base import OutgoingMessage
     from errors import TransientError
-    from handlers.messages import parse_time
 
     if not ids:
         return 0
@@ -130,10 +127,8 @@ def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int
         " RETURNING id, event_type, payload, attributes"), key=lambda r: int(r[0]))
     published, failed = 0, None
     for ident, event_type, payload, attributes in rows:
-        attrs = dict(attributes or {})
-        not_before = parse_time(attrs.pop("not_before", None))
         try:
-            publisher.publish(OutgoingMessage(event_type, payload, attrs, not_before=not_before))
+            publisher.publish(_message(event_type, payload, attributes))
         except TransientError as exc:
             log.warning("publish of outbox event %s failed; left for the next sweep", ident)
             failed = exc
