@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -55,11 +54,7 @@ class LocalStorage:
             st = path.stat()
         except FileNotFoundError:
             raise ObjectNotFound(f"{bucket}/{name} does not exist") from None
-        return ObjectInfo(
-            bucket=bucket, name=name, generation=st.st_mtime_ns, size=st.st_size,
-            md5=_md5(path), updated=datetime.fromtimestamp(st.st_mtime, UTC),
-            content_encoding="gzip" if name.endswith(".gz") else None,
-        )
+        return _info(bucket, name, st, _md5(path))
 
     def open_read(self, bucket: str, name: str, generation: int | None = None) -> BinaryIO:
         path = self._path(bucket, name)
@@ -88,12 +83,16 @@ class LocalStorage:
     def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
         target = self._path(bucket, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Copy to a temp file then rename: readers never see a half-written object.
+        # Copy to a temp file then rename: readers never see a half-written object. The MD5 is
+        # computed while copying, not by reading the object a second time.
+        digest = hashlib.md5(usedforsecurity=False)
         tmp_file = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-")  # noqa: SIM115
         with tmp_file as tmp, path.open("rb") as src:
-            shutil.copyfileobj(src, tmp, 1 << 20)
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+                tmp.write(chunk)
         os.replace(tmp.name, target)
-        return self.stat(bucket, name)
+        return _info(bucket, name, target.stat(), base64.b64encode(digest.digest()).decode())
 
     def put_bytes(self, bucket: str, name: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         target = self._path(bucket, name)
@@ -101,7 +100,8 @@ class LocalStorage:
         with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
             tmp.write(data)
         os.replace(tmp.name, target)
-        return self.stat(bucket, name)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        return _info(bucket, name, target.stat(), md5)
 
     def move(self, bucket: str, name: str, new_name: str, generation: int | None = None) -> str | None:
         source, target = self._path(bucket, name), self._path(bucket, new_name)
@@ -116,6 +116,13 @@ class LocalStorage:
 
     def delete(self, bucket: str, name: str) -> None:
         self._path(bucket, name).unlink(missing_ok=True)
+
+
+def _info(bucket: str, name: str, st: os.stat_result, md5: str) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket, name=name, generation=st.st_mtime_ns, size=st.st_size, md5=md5,
+        updated=datetime.fromtimestamp(st.st_mtime, UTC), content_encoding="gzip" if name.endswith(".gz") else None,
+    )
 
 
 def _md5(path: Path) -> str:
