@@ -98,3 +98,34 @@ def post_finalize(base_url: str, info: Any, event_id: str | None = None) -> int:
 
     body = json.dumps(storage_event_data(info)).encode()
     return http_post(f"{base_url}/gcs/", body, finalize_headers(info, event_id))
+
+
+@pytest.fixture
+def duckdb_sql(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every connection opened ("<connect>") and SQL text run on the DuckDB warehouse."""
+    import contextlib
+
+    from adapters.warehouse.duckdb import DuckDbWarehouse
+
+    statements: list[str] = []
+    real_connect = DuckDbWarehouse.connect
+
+    class Recording:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+    @contextlib.contextmanager
+    def connect(self: Any) -> Iterator[Any]:
+        statements.append("<connect>")
+        with real_connect(self) as conn:
+            yield Recording(conn)
+
+    monkeypatch.setattr(DuckDbWarehouse, "connect", connect)
+    return statements

@@ -364,40 +364,15 @@ def test_sql_in_table_definitions_is_rejected_at_sync(deps, tmp_path, field: str
 
 
 @pytest.fixture
-def sql_log(ing: Ingest, monkeypatch) -> list[str]:
-    """Every SQL text sent to Postgres and DuckDB during the test (parameters excluded)."""
-    import contextlib
-
+def sql_log(ing: Ingest, duckdb_sql: list[str]) -> list[str]:
+    """Every SQL text sent to DuckDB (the `duckdb_sql` recorder) and to Postgres during the test."""
     from sqlalchemy import event
 
-    from adapters.warehouse.duckdb import DuckDbWarehouse
-
-    statements: list[str] = []
-
     def on_pg(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
+        duckdb_sql.append(statement)
 
     event.listen(ing.deps.engine, "before_cursor_execute", on_pg)
-    real_connect = DuckDbWarehouse.connect
-
-    class Recording:
-        def __init__(self, conn: Any) -> None:
-            self.conn = conn
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            statements.append(sql)
-            return self.conn.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.conn, name)
-
-    @contextlib.contextmanager
-    def recording_connect(self):
-        with real_connect(self) as conn:
-            yield Recording(conn)
-
-    monkeypatch.setattr(DuckDbWarehouse, "connect", recording_connect)
-    yield statements
+    yield duckdb_sql
     event.remove(ing.deps.engine, "before_cursor_execute", on_pg)
 
 

@@ -258,37 +258,6 @@ def test_reserved_and_malformed_column_names_are_refused(evil: str) -> None:
         ids.column_name(evil)
 
 
-@pytest.fixture
-def duckdb_sql(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every connection opened ("<connect>") and SQL text run on the DuckDB warehouse."""
-    import contextlib
-
-    from adapters.warehouse.duckdb import DuckDbWarehouse
-
-    statements: list[str] = []
-    real_connect = DuckDbWarehouse.connect
-
-    class Recording:
-        def __init__(self, conn: Any) -> None:
-            self.conn = conn
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            statements.append(sql)
-            return self.conn.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.conn, name)
-
-    @contextlib.contextmanager
-    def connect(self: Any) -> Iterator[Any]:
-        statements.append("<connect>")
-        with real_connect(self) as conn:
-            yield Recording(conn)
-
-    monkeypatch.setattr(DuckDbWarehouse, "connect", connect)
-    return statements
-
-
 EVIL = 'x"; DROP TABLE rel.t; --'
 
 
