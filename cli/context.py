@@ -17,15 +17,11 @@ def open_deps(*, migrate: bool | None = None) -> Deps:
     """Deps for a CLI command; locally the schema is brought to head first (cheap when current)."""
     import logs
     from config.settings import get_settings
-    from handlers.deps import Deps, get_deps, set_deps
+    from handlers.deps import get_deps
 
     settings = get_settings()
     logs.configure(settings.log_format, settings.log_level if settings.log_level != "INFO" else "WARNING")
-    from handlers import deps as deps_module
-
-    if deps_module._current is None:
-        set_deps(Deps(settings))
-    deps = get_deps()
+    deps = get_deps()  # the installed Deps (tests, `caf serve`), or one built from these settings
     if migrate if migrate is not None else settings.app_env != "prod":
         ensure_migrated(deps)
     return deps
