@@ -12,7 +12,7 @@ import functions_framework
 
 from handlers import routes
 from handlers.events import cloud_event_target
-from handlers.messages import ObjectRef, PubSubMessage
+from values.messages import ObjectRef, PubSubMessage
 
 
 @functions_framework.cloud_event

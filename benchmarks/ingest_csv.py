@@ -83,8 +83,8 @@ def run_pipeline(csv: Path) -> dict:
     from database.session import unit_of_work
     from handlers import raw_file
     from handlers.deps import Deps
-    from handlers.messages import ObjectRef
-    from pipeline.definitions import parse_definition
+    from values.definitions import parse_definition
+    from values.messages import ObjectRef
 
     logs.configure("text", "WARNING")
     for stale in ("pipeline.duckdb", "buckets"):

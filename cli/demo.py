@@ -57,7 +57,7 @@ def demo() -> None:
     from cli.ingest import deliver_all, drain_bus, print_outcomes
     from database.registry import sync_definition
     from database.session import unit_of_work
-    from pipeline.definitions import definition_files, parse_definition
+    from values.definitions import definition_files, parse_definition
 
     deps = open_deps(migrate=False)
     settings = deps.settings

@@ -17,7 +17,7 @@ def sync(directory: Path = typer.Argument(..., help="Folder of table definitions
     """Load every definition in DIRECTORY; idempotent, prints what changed."""
     from database.registry import sync_definition
     from database.session import unit_of_work
-    from pipeline.definitions import DefinitionError, definition_files, parse_definition
+    from values.definitions import DefinitionError, definition_files, parse_definition
 
     paths = definition_files(directory)
     definitions, problems = [], []

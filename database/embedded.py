@@ -47,7 +47,7 @@ def ensure_database(url: str, name: str) -> None:
     """CREATE DATABASE `name` if it does not exist (name validated as an identifier)."""
     from sqlalchemy import create_engine, text
 
-    from database.identifiers import quote_pg_ident
+    from values.identifiers import quote_pg_ident
 
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:

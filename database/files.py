@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from database.models import File, TaskBatch
 
 if TYPE_CHECKING:
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
 ClaimState = Literal["claimed", "done", "busy"]
 

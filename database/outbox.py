@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from database.models import Outbox
+from values.messages import OutgoingMessage, parse_time
 
-if TYPE_CHECKING:
-    from adapters.publisher.base import OutgoingMessage, Publisher
+
+class Publisher(Protocol):
+    """What the outbox needs of the publisher port (adapters/publisher): publish one message."""
+
+    def publish(self, message: OutgoingMessage) -> str: ...
 
 log = logging.getLogger("caf.outbox")
 
@@ -101,9 +105,6 @@ def _publish_batch(*, session_factory: Any, publisher: Publisher, limit: int,
 
 def _message(event_type: str, payload: dict[str, Any], attributes: dict[str, str] | None) -> OutgoingMessage:
     """An outbox row as the message to publish (`not_before` travels as an attribute in the row)."""
-    from adapters.publisher.base import OutgoingMessage
-    from handlers.messages import parse_time
-
     attrs = dict(attributes or {})
     not_before = parse_time(attrs.pop("not_before", None))
     return OutgoingMessage(event_type, payload, attrs, not_before=not_before)

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from adapters.warehouse.base import Column, TableTarget
 from database.models import Domain, SchemaColumn, Table
 from errors import PermanentError
+from values.tables import Column, TableTarget
 
 if TYPE_CHECKING:
-    from pipeline.definitions import TableDefinition
+    from values.definitions import TableDefinition
 
 
 @dataclass(frozen=True)

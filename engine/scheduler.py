@@ -17,6 +17,7 @@ from database import outbox
 from database import tasks as db
 from database.session import unit_of_work
 from errors import PermanentError
+from values.reasons import task_reason
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -163,10 +164,6 @@ def end(deps: Deps, task: TaskRow, run: RunRow, *, status: str, error: str,
 
 
 def _task_reason(task: TaskRow, error: str, output: dict[str, Any] | None) -> str | None:
-    try:
-        from handlers.metrics import task_reason
-    except ImportError:
-        return None
     return str(task_reason(task.kind, error, output))
 
 

@@ -205,7 +205,7 @@ def _hook(deps: Deps, kind: str, facts: Callable[[Session], Alert | None]) -> bo
 
 
 def _file_alert(session: Session, file_id: int) -> Alert | None:
-    from handlers.metrics import error_reason
+    from values.reasons import error_reason
 
     row = session.execute(text(
         "SELECT f.bucket, f.name, f.generation, f.status, f.error_message, f.rows_read, f.rows_rejected,"
@@ -226,7 +226,7 @@ def _file_alert(session: Session, file_id: int) -> Alert | None:
 
 
 def _task_alert(session: Session, task_log_id: int, limit_message: str | None) -> Alert | None:
-    from handlers.metrics import task_reason
+    from values.reasons import task_reason
 
     row = session.execute(text(
         "SELECT l.batch_id, l.status, l.attempt, l.error, l.output, l.remote_id, t.name, t.kind, t.dag,"

@@ -161,7 +161,7 @@ def _load(f: JobFile, deps: Deps) -> Outcome:
     from database.registry import match_table
     from database.session import unit_of_work
     from handlers import raw_file
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
     landing = str(getattr(getattr(deps.settings, "jobs", None), "landing_bucket", LANDING_BUCKET))
     landing_name = f.name if f.tenant_id == "default" else f"{f.tenant_id}/{f.name}"

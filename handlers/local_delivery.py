@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from handlers.messages import PUBSUB_PUBLISHED
+from values.messages import PUBSUB_PUBLISHED
 
 
 def pubsub_event(data: bytes, attributes: dict[str, str], message_id: str) -> Any:
@@ -70,7 +70,7 @@ def storage_event_data(info: Any) -> dict[str, Any]:
 
 def deliver_object(info: Any) -> int:
     """POST a binary-mode finalize CloudEvent for an object to the real handle_raw_file app."""
-    from handlers.messages import STORAGE_FINALIZED
+    from values.messages import STORAGE_FINALIZED
 
     headers = {
         "ce-specversion": "1.0",

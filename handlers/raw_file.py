@@ -25,7 +25,7 @@ from errors import CafError, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from handlers.deps import Deps
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
 log = logging.getLogger("caf.raw_file")
 MAX_UNEXPECTED_ATTEMPTS = 3  # an unexplained crash on the same version this often → recorded ERROR
@@ -180,8 +180,8 @@ def _publish(deps: Deps, ids: list[int]) -> None:
 
 
 def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: Deps, message: str, context: dict[str, Any]) -> None:
-    from handlers.metrics import error_reason
     from pipeline import ingest
+    from values.reasons import error_reason
 
     assert claim.token is not None
     staged = context.get("staged")

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from handlers.messages import MalformedEvent, ObjectRef, PubSubMessage, parse_time
+from values.messages import MalformedEvent, ObjectRef, PubSubMessage, parse_time
 
 log = logging.getLogger("caf.routes")
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from handlers.messages import MalformedEvent, parse_time
+from values.messages import MalformedEvent, parse_time
 
 if TYPE_CHECKING:
     from handlers.deps import Deps
-    from handlers.messages import PubSubMessage
+    from values.messages import PubSubMessage
 
 log = logging.getLogger("caf.tasks")
 

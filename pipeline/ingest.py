@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from adapters.warehouse.base import Column, LoadRequest, LoadResult
+from adapters.warehouse.base import LoadRequest, LoadResult
 from database.registry import RegisteredTable
 from errors import CafError, PermanentError, TransientError
 from pipeline.read import SourceOptions, read_batches
 from pipeline.stage import Lineage, describe_bad_rows, drop_rows, duplicate_keys, quarantine_lines, stage_batches
 from pipeline.validate import BadRow
+from values.tables import Column
 
 if TYPE_CHECKING:
     from database.models import File
     from handlers.deps import Deps
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
 log = logging.getLogger("caf.ingest")
 

@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adapters.warehouse.base import TableTarget
-from database.identifiers import column_name, quote_ident
 from pipeline.read import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
+from values.identifiers import column_name, quote_ident
+from values.tables import TableTarget
 
 QUARANTINE_SAMPLE = 5
 ROW_GROUP_ROWS = 128 * 1024  # rows buffered per Parquet row group  # bad rows quoted in an error message

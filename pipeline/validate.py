@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adapters.warehouse.base import Column, TableTarget
 from adapters.warehouse.types import arrow_type
-from database.identifiers import column_name
 from errors import PermanentError
 from pipeline.cast import convert
 from pipeline.read import BadRow, SourceBatch
+from values.identifiers import column_name
+from values.tables import Column, TableTarget
 
 __all__ = ["BadRow", "HeaderPlan", "ValidatedBatch", "plan_header", "validate_batch"]
 

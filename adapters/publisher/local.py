@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from adapters.publisher.base import OutgoingMessage
+from values.messages import OutgoingMessage
 
 log = logging.getLogger("caf.bus")
 

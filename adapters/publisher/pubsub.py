@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.publisher.base import OutgoingMessage
 from errors import PermanentError, TransientError
+from values.messages import OutgoingMessage
 
 
 class PubSubPublisher:

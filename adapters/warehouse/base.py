@@ -1,4 +1,8 @@
-"""The warehouse port: create tables from the registry and load staged Parquet idempotently."""
+"""The warehouse port: create tables from the registry and load staged Parquet idempotently.
+
+The table shapes it works on (`Column`, `TableTarget`, lineage columns) are ground-floor value
+types in `values.tables`: the registry (database/) and the pipeline build them too.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-LINEAGE = ("_file_id", "_batch_id", "_source_row", "_ingested_at")
-LINEAGE_TYPES = {"_file_id": "INT64", "_batch_id": "INT64", "_source_row": "INT64", "_ingested_at": "TIMESTAMP"}
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
-    """Canonical BigQuery type (see adapters.warehouse.types)."""
-    mode: str = "NULLABLE"
-    description: str | None = None
-
-
-@dataclass(frozen=True)
-class TableTarget:
-    """A registered table as the warehouse sees it (names already validated)."""
-
-    dataset: str
-    table: str
-    columns: tuple[Column, ...]
-    keys: tuple[str, ...] = ()
-    partition_field: str | None = None
-    write_mode: str = "append"
-    """append | replace | merge"""
-
-    def column(self, name: str) -> Column | None:
-        return next((c for c in self.columns if c.name == name), None)
+from values.tables import TableTarget
 
 
 @dataclass(frozen=True)

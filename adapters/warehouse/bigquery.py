@@ -22,17 +22,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from adapters.warehouse.base import Column, LoadRequest, LoadResult, QueryResult, TableTarget
-from adapters.warehouse.types import MODES, normalize_type
-from database.identifiers import (
-    InvalidIdentifier,
-    bq_ident,
-    column_name,
-    dataset_name,
-    project_name,
-    table_name,
-)
+from adapters.warehouse.base import LoadRequest, LoadResult, QueryResult
 from errors import CafError, PermanentError, TransientError, is_transient_http_status
+from values.identifiers import InvalidIdentifier, bq_ident, column_name, dataset_name, project_name, table_name
+from values.tables import MODES, Column, TableTarget, normalize_type
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry

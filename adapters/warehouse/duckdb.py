@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.warehouse.base import LINEAGE_TYPES, LoadRequest, LoadResult, QueryResult, TableTarget
+from adapters.warehouse.base import LoadRequest, LoadResult, QueryResult
 from adapters.warehouse.types import DUCKDB_TYPES, duckdb_type
-from database.identifiers import column_name, dataset_name, quote_ident, table_name
 from errors import PermanentError, TransientError
+from values.identifiers import column_name, dataset_name, quote_ident, table_name
+from values.tables import LINEAGE_TYPES, TableTarget
 
 _LOCKS: dict[Path, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()

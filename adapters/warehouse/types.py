@@ -1,4 +1,4 @@
-"""BigQuery's type vocabulary, normalised, and its Arrow / DuckDB equivalents."""
+"""The Arrow / DuckDB equivalents of BigQuery's types (the vocabulary itself: `values.tables`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-TYPES = ("STRING", "INT64", "NUMERIC", "BIGNUMERIC", "FLOAT64", "BOOL", "DATE", "DATETIME", "TIME",
-         "TIMESTAMP", "JSON", "BYTES")
-ALIASES = {"INTEGER": "INT64", "INT": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "DECIMAL": "NUMERIC",
-           "BIGDECIMAL": "BIGNUMERIC"}
-MODES = ("NULLABLE", "REQUIRED", "REPEATED")
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
@@ -27,13 +21,6 @@ DUCKDB_TYPES = {
     "JSON": "JSON",
     "BYTES": "BLOB",
 }
-
-
-def normalize_type(value: str) -> str | None:
-    """Canonical BigQuery type for a name or alias (case-insensitive), None if unknown."""
-    upper = str(value).strip().upper()
-    upper = ALIASES.get(upper, upper)
-    return upper if upper in TYPES else None
 
 
 def arrow_type(bq_type: str, mode: str = "NULLABLE") -> pa.DataType:

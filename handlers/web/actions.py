@@ -56,7 +56,7 @@ def object_of(uri: str | None, settings: Settings) -> tuple[str, str] | None:
 def retry_file(file_id: int, deps: Deps, *, tenant: str | None = None) -> int:
     """Re-deliver a file in ERROR as a new version of its object; returns the new file's id."""
     from handlers import raw_file
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
     cfg = deps.settings.ingest
     with unit_of_work(deps.sessions) as session:

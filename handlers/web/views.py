@@ -91,7 +91,7 @@ def files(request: Any, deps: Deps, caller: Caller) -> Response:
 
 
 def file(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
-    from handlers.metrics import error_reason
+    from values.reasons import error_reason
 
     row = _file(deps, caller, int(id))
     detail = row["detail"] or ""

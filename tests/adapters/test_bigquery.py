@@ -14,9 +14,10 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from adapters.warehouse.base import Column, LoadRequest, TableTarget, Warehouse
+from adapters.warehouse.base import LoadRequest, Warehouse
 from adapters.warehouse.bigquery import BigQueryWarehouse, _job_id, sanitize_labels
 from errors import PermanentError, TransientError
+from values.tables import Column, TableTarget
 
 from .fake_bigquery import FakeBigQuery
 

@@ -13,8 +13,8 @@ from cloudevents.http import CloudEvent
 from typer.testing import CliRunner
 
 from cli.app import _register, app
-from handlers.messages import STORAGE_FINALIZED
 from tests.handlers.ingest_support import ORDERS, ORDERS_CSV
+from values.messages import STORAGE_FINALIZED
 
 runner = CliRunner()
 _register()

@@ -125,9 +125,9 @@ def land_file(deps: Any, qualified: str, *, md5: str = "md5-1", status: str = "S
 
     Returns (file id, batch id).
     """
-    from adapters.publisher.base import OutgoingMessage
     from database.models import File, TaskBatch
     from database.session import unit_of_work
+    from values.messages import OutgoingMessage
 
     table_id = register_table(deps, qualified)
     dataset, name = qualified.split(".")

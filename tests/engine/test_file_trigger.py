@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from adapters.publisher.base import OutgoingMessage
 from tests.engine import callables
 from tests.engine.conftest import batch, define, drain, land_file, py, runs, statuses
+from values.messages import OutgoingMessage
 
 
 def gate(name: str, *tables: str, **extra) -> dict:

@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.publisher.base import OutgoingMessage
 from engine import retry, scheduler
 from errors import TransientError
-from handlers.messages import PubSubMessage
 from tests.engine import callables
 from tests.engine.conftest import batch, define, drain, permanent, py, runs, task_messages, transient
+from values.messages import OutgoingMessage, PubSubMessage
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:

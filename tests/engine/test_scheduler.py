@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from adapters.publisher.base import OutgoingMessage
 from engine import scheduler
-from handlers.messages import PubSubMessage
 from tests.engine import callables
 from tests.engine.conftest import (
     batch,
@@ -19,6 +17,7 @@ from tests.engine.conftest import (
     statuses,
     task_messages,
 )
+from values.messages import OutgoingMessage, PubSubMessage
 
 
 def test_diamond_runs_each_task_once_in_dependency_order(deps) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-from adapters.publisher.base import OutgoingMessage
 from engine import scheduler
-from handlers.messages import PubSubMessage
 from tests.engine import callables
 from tests.engine.conftest import batch, define, drain, py, runs
+from values.messages import OutgoingMessage, PubSubMessage
 
 
 def test_task_exceeding_its_timeout_is_marked_error_and_released(deps) -> None:

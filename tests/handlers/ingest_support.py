@@ -17,9 +17,9 @@ from database.models import File
 from database.registry import sync_definition
 from database.session import unit_of_work
 from handlers.local_delivery import storage_event_data
-from handlers.messages import STORAGE_FINALIZED
-from pipeline.definitions import parse_definition
 from tests.conftest import make_client
+from values.definitions import parse_definition
+from values.messages import STORAGE_FINALIZED
 
 BUCKET = "landing"
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from config.settings import PROJECT_ROOT
 from database.models import File
-from handlers.messages import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 from tests.conftest import make_client
+from values.messages import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
 
 def storage_event(name: str, generation: object = "1700000000000001", *, bucket: str = "landing",

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from adapters.warehouse.base import Column, TableTarget
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
 from pipeline.read import SourceBatch, SourceOptions, read_batches
 from pipeline.validate import BadRow, HeaderPlan, ValidatedBatch, plan_header, validate_batch
+from values.tables import Column, TableTarget
 
 UTC = dt.UTC
 

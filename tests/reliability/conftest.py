@@ -69,7 +69,7 @@ def live_server(deps) -> Iterator[str]:
 
 def finalize_headers(info: Any, event_id: str | None = None) -> dict[str, str]:
     """Binary-mode CloudEvent headers as Eventarc sends them for an object finalize."""
-    from handlers.messages import STORAGE_FINALIZED
+    from values.messages import STORAGE_FINALIZED
 
     return {
         "ce-specversion": "1.0",

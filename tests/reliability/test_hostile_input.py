@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from handlers.messages import MalformedEvent, ObjectRef, PubSubMessage
 from tests.conftest import make_client
 from tests.handlers.ingest_support import BUCKET, Ingest
 from tests.reliability.conftest import http_post, items_csv
+from values.messages import MalformedEvent, ObjectRef, PubSubMessage
 
 FAST = settings(max_examples=150, deadline=None, database=None)
 THROUGH_HANDLER = settings(max_examples=20, deadline=None, database=None,
@@ -180,7 +180,7 @@ def csv_files(draw: Any) -> dict[str, Any]:
 def register_dialect(ing: Ingest, sample: dict[str, Any]) -> str:
     from database.registry import sync_definition
     from database.session import unit_of_work
-    from pipeline.definitions import TableDefinition
+    from values.definitions import TableDefinition
 
     n = next(_counter)
     definition = TableDefinition.model_validate({
@@ -259,7 +259,7 @@ def storage_event(ing: Ingest, name: str, generation: str = "1700000000000001", 
     from cloudevents.conversion import to_binary
     from cloudevents.http import CloudEvent
 
-    from handlers.messages import STORAGE_FINALIZED
+    from values.messages import STORAGE_FINALIZED
 
     data = {"bucket": BUCKET, "name": name, "generation": generation, "size": "10", **extra}
     event = CloudEvent({"type": STORAGE_FINALIZED, "source": "//storage.googleapis.com/x", "id": "e-1"}, data)
@@ -436,7 +436,7 @@ def test_ten_megabyte_fields_are_refused_or_cut_with_bounded_log_lines(ing: Inge
     from cloudevents.conversion import to_binary
     from cloudevents.http import CloudEvent
 
-    from handlers.messages import STORAGE_FINALIZED
+    from values.messages import STORAGE_FINALIZED
 
     caplog.set_level(logging.DEBUG)
     huge = "9" * TEN_MB if field == "generation" else "rel/items/" + "z" * TEN_MB
@@ -464,7 +464,7 @@ def pubsub_post(body: Any) -> int:
     from cloudevents.conversion import to_binary
     from cloudevents.http import CloudEvent
 
-    from handlers.messages import PUBSUB_PUBLISHED
+    from values.messages import PUBSUB_PUBLISHED
 
     event = CloudEvent({"type": PUBSUB_PUBLISHED, "source": "//pubsub.googleapis.com/x", "id": "m-1"}, body)
     headers, data = to_binary(event)

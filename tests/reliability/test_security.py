@@ -229,7 +229,7 @@ SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 @given(name=st.text(st.characters(blacklist_categories=()), max_size=40)
        | st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,20}[^A-Za-z0-9_]?\Z"))
 def test_identifiers_accept_only_the_allow_list(name: str) -> None:
-    from database import identifiers as ids
+    from values import identifiers as ids
 
     for check in (ids.column_name, ids.dataset_name, ids.table_name):
         try:
@@ -244,7 +244,7 @@ def test_identifiers_accept_only_the_allow_list(name: str) -> None:
 
 @pytest.mark.parametrize("check", ["column_name", "dataset_name", "table_name", "quote_ident"])
 def test_identifiers_reject_a_trailing_newline(check: str) -> None:
-    from database import identifiers as ids
+    from values import identifiers as ids
 
     with pytest.raises(ids.InvalidIdentifier):
         getattr(ids, check)("orders\n")
@@ -252,7 +252,7 @@ def test_identifiers_reject_a_trailing_newline(check: str) -> None:
 
 @pytest.mark.parametrize("evil", ['x"; DROP TABLE t; --', "a b", "x`y", "ид", "1x", "", "_file_id", "_PARTITIONTIME"])
 def test_reserved_and_malformed_column_names_are_refused(evil: str) -> None:
-    from database import identifiers as ids
+    from values import identifiers as ids
 
     with pytest.raises(ids.InvalidIdentifier):
         ids.column_name(evil)
@@ -267,8 +267,9 @@ def test_a_malicious_name_never_produces_sql(deps, duckdb_sql: list[str], where:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from adapters.warehouse.base import Column, LoadRequest, TableTarget
-    from database.identifiers import InvalidIdentifier
+    from adapters.warehouse.base import LoadRequest
+    from values.identifiers import InvalidIdentifier
+    from values.tables import Column, TableTarget
 
     warehouse = deps.warehouse
     columns = (Column("id", "INT64"), Column("d", "DATE"))

@@ -90,7 +90,7 @@ def main(spec: dict[str, Any]) -> None:
     from config.settings import load_settings
     from handlers import raw_file
     from handlers.deps import Deps
-    from handlers.messages import ObjectRef
+    from values.messages import ObjectRef
 
     settings = load_settings(database_url=spec["database_url"], data_dir=spec["data_dir"],
                              warehouse_url=spec["warehouse_url"], storage_url=spec["storage_url"])

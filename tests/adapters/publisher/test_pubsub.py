@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 import pytest
 from google.api_core import exceptions as gexc
 
-from adapters.publisher.base import OutgoingMessage
 from adapters.publisher.pubsub import PubSubPublisher
 from errors import PermanentError, TransientError
-from handlers.messages import PubSubMessage
+from values.messages import OutgoingMessage, PubSubMessage
 
 
 class Recorder:

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from adapters.publisher.base import OutgoingMessage
 from adapters.services.dataform import DataformClient
 from engine import scheduler
 from handlers.deps import Deps, set_deps
 from tests.adapters.services.fake_dataform import FakeDataform, action, serve
 from tests.engine.conftest import batch, define, drain, runs
+from values.messages import OutgoingMessage
 
 REPO = {"project": "p", "location": "l", "repository": "r", "git_commitish": "main",
         "included_tags": ["daily"]}

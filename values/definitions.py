@@ -14,10 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adapters.warehouse.base import Column, TableTarget
-from adapters.warehouse.types import MODES, normalize_type
-from database.identifiers import InvalidIdentifier, column_name, dataset_name, table_name
 from errors import PermanentError
+from values.identifiers import InvalidIdentifier, column_name, dataset_name, table_name
+from values.tables import MODES, Column, TableTarget, normalize_type
 
 FORMATS = ("csv", "tsv", "ndjson", "json", "parquet", "xlsx")
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")

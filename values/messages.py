@@ -1,7 +1,9 @@
-"""Typed, validated envelopes decoded from CloudEvents and Pub/Sub messages.
+"""Messages in and out: envelopes decoded from CloudEvents / Pub/Sub, and CAF's own outgoing events.
 
 Decoding is cheap (standard library only) because it runs on every cold start. Anything
 malformed raises `MalformedEvent`, a PermanentError: redelivering it cannot help.
+`ObjectRef` (one object version) travels through every layer; `OutgoingMessage` is what the
+outbox records and the publisher port sends.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ MAX_BUCKET_NAME_BYTES = 222  # GCS limit (and the width of files.bucket)
 _CHECKSUM_BYTES = {"md5": 64, "crc32c": 16}
 _TEXT_BYTES = {"content_type": 255, "content_encoding": 64, "event_id": 255}
 _SHOWN = 80  # characters of a hostile value quoted in an error message
+EVENT_TYPES = ("task", "dataform", "powerbi", "file_loaded")
 
 
 class MalformedEvent(PermanentError):
@@ -177,6 +180,23 @@ class PubSubMessage:
             event_id=self.message_id,
             event_time=self.publish_time,
         )
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """Message data is JSON; attributes carry `event_type` (the route) and string metadata."""
+
+    event_type: str
+    data: dict[str, Any]
+    attributes: dict[str, str] = field(default_factory=dict)
+    not_before: datetime | None = None
+    """Earliest delivery time (retries with backoff, status checks); carried as an attribute."""
+
+    def encoded(self) -> tuple[bytes, dict[str, str]]:
+        attrs = {**self.attributes, "event_type": self.event_type}
+        if self.not_before is not None:
+            attrs["not_before"] = self.not_before.isoformat()
+        return json.dumps(self.data, separators=(",", ":"), default=str).encode(), attrs
 
 
 def _json(raw: bytes | str, what: str) -> Any:
