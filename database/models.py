@@ -6,13 +6,14 @@ Postgres enums). The Alembic migrations under `migrations/versions` produce exac
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -158,6 +159,17 @@ class PowerBiReport(TenantOwned, Timestamps, Base):
     refresh_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     """Optional enhanced-refresh request body."""
     daily_limit: Mapped[int] = mapped_column(Integer, server_default="8")
+
+
+class PowerBiRefreshDay(Timestamps, Base):
+    """Refreshes CAF has started per Power BI dataset and UTC day: the daily limit is taken here
+    under a row lock, so two tasks starting at once cannot both pass it."""
+
+    __tablename__ = "power_bi_refresh_day"
+
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Task(TenantOwned, Timestamps, Base):

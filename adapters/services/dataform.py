@@ -134,6 +134,25 @@ class DataformClient:
         log.info("started workflow invocation %s", created.name)
         return created.name
 
+    def find_invocation(self, target: DataformTarget, compilation_result: str) -> str | None:
+        """The workflow invocation of `compilation_result` in the target's repository, if one exists.
+
+        Used when an earlier `invoke` may have been carried out although its reply was lost.
+        The list's `filter` syntax is not documented, so every page is read and matched here on
+        the invocation's compilation result (a compilation result is unique to one CAF run).
+        """
+        from google.cloud import dataform_v1beta1
+
+        request = dataform_v1beta1.ListWorkflowInvocationsRequest(parent=target.parent, page_size=200)
+        with _translated("list invocations", target.parent):
+            for invocation in self._api().list_workflow_invocations(
+                request=request, retry=None, timeout=_TIMEOUT_SECONDS
+            ):  # iterating fetches further pages, so stay inside _translated
+                if compilation_result in (invocation.compilation_result, invocation.resolved_compilation_result):
+                    log.info("found workflow invocation %s of %s", invocation.name, compilation_result)
+                    return invocation.name
+        return None
+
     def start(self, target: DataformTarget) -> str:
         """Compile the target and start a workflow invocation; returns the invocation name."""
         return self.invoke(target, self.compile(target))

@@ -28,6 +28,8 @@ _DONE_STATUSES = frozenset({"Completed", "Failed", "Disabled", "Cancelled"})
 _TRANSIENT_TOKEN_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 # Power BI keeps at most 60 history entries per dataset; ask for all of them.
 _HISTORY_TOP = 60
+# History `refreshType`s of refreshes started through the REST API (what CAF starts).
+_API_REFRESH_TYPES = frozenset({"ViaApi", "ViaEnhancedApi"})
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,20 @@ class PowerBiClient:
         since = _as_utc(since)
         starts = (_parse_time(entry.get("startTime")) for entry in self._history(group_id, dataset_id))
         return sum(1 for start in starts if start is not None and start >= since)
+
+    def refreshes_requested_since(self, group_id: str, dataset_id: str, since: datetime) -> list[str]:
+        """Request ids of API-started refreshes (history) that started at or after `since`, oldest first.
+
+        Used when an earlier `start_refresh` may have been carried out although its reply was lost.
+        """
+        since = _as_utc(since)
+        found = []
+        for entry in self._history(group_id, dataset_id):
+            start = _parse_time(entry.get("startTime"))
+            if (entry.get("refreshType") in _API_REFRESH_TYPES and entry.get("requestId")
+                    and start is not None and start >= since):
+                found.append((start, str(entry["requestId"])))
+        return [request_id for _, request_id in sorted(found)]
 
     def _history(self, group_id: str, dataset_id: str) -> list[dict]:
         path = f"{_refreshes_path(group_id, dataset_id)}?$top={_HISTORY_TOP}"

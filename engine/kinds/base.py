@@ -124,6 +124,26 @@ class TaskContext:
             db.set_remote_id(session=session, run_id=self.run.id, attempt=self.attempt, remote_id=remote_id)
         self.run = _replace(self.run, remote_id=remote_id)
 
+    def intent(self, key: str) -> dict[str, Any] | None:
+        """What an earlier delivery of this run recorded under `key` before calling a remote."""
+        value = self.run.output.get(key)
+        return dict(value) if isinstance(value, dict) else None
+
+    def record_intent(self, key: str, intent: dict[str, Any], *, session: Any = None) -> None:
+        """Commit `intent` before a remote call whose reply may be lost (`session`: inside the caller's
+        transaction, e.g. together with taking a quota); a redelivery then finds it with `intent(key)`."""
+        from database import remote_calls
+        from database.session import unit_of_work
+
+        if session is not None:
+            remote_calls.record_intent(session=session, run_id=self.run.id, attempt=self.attempt, key=key,
+                                       intent=intent)
+        else:
+            with unit_of_work(self.deps.sessions) as own:
+                remote_calls.record_intent(session=own, run_id=self.run.id, attempt=self.attempt, key=key,
+                                           intent=intent)
+        self.run = _replace(self.run, output={**self.run.output, key: intent})
+
 
 def label_value(value: str) -> str:
     """A BigQuery label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""

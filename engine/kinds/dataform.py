@@ -1,7 +1,10 @@
 """`dataform` tasks: compile the `repo` row's repository and start a workflow invocation, then follow it.
 
-The invocation name is recorded in task_log the moment it exists; a redelivered start finds it
-and checks that invocation instead of creating another. The state is followed by re-published
+The compilation result (unique to the run) is recorded as the run's intent before the invocation
+is requested, and the invocation name the moment it exists. A redelivered start finds the name
+and checks that invocation; one that finds only the intent (the reply was lost: the remote may
+have acted) lists the repository's invocations of that compilation result and adopts the one it
+finds instead of creating another. The state is followed by re-published
 check messages (RUNNING → SUCCEEDED / FAILED / CANCELLED), never by sleeping. A FAILED
 invocation ends the task with the failed actions and their reasons; compilation errors are
 permanent and carry their messages (raised by the adapter).
@@ -17,6 +20,9 @@ from database.session import unit_of_work
 from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, TaskContext
 from errors import PermanentError
 
+INTENT = "dataform_intent"
+"""Key in the run's output: the compilation result about to be invoked (unique to this run)."""
+
 
 def client(ctx: TaskContext) -> Any:
     return ctx.deps.dataform
@@ -27,7 +33,20 @@ def start(ctx: TaskContext) -> Outcome:
         return check(ctx)
     dataform = client(ctx)
     target = _target(ctx)
-    compiled = dataform.compile(target)
+    intent = ctx.intent(INTENT)
+    if intent and intent.get("compilation_result"):
+        # An earlier delivery asked for an invocation and never learnt the answer: the remote may
+        # have started it. Adopt it if it exists; otherwise invoke the same compilation result.
+        compiled = str(intent["compilation_result"])
+        found = dataform.find_invocation(target, compiled)
+        if found:
+            ctx.log.info("adopting workflow invocation %s started by an earlier delivery", found)
+            ctx.record_remote_id(found)
+            return Pending(_next_check(ctx), {"invocation": found, "compilation_result": compiled,
+                                              "state": "RUNNING", "adopted": True})
+    else:
+        compiled = dataform.compile(target)  # side-effect free: a lost reply only leaves an unused result
+        ctx.record_intent(INTENT, {"compilation_result": compiled, "at": ctx.now().isoformat()})
     name = dataform.invoke(target, compiled)
     ctx.record_remote_id(name)
     return Pending(_next_check(ctx), {"invocation": name, "compilation_result": compiled, "state": "RUNNING"})

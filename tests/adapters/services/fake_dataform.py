@@ -3,7 +3,8 @@
 Implements compilationResults.create, workflowInvocations.create / get / query. It records every
 request (so tests assert on what went over the wire) and is steered per test: compilation errors,
 the outcome of invocations, failing actions, and canned HTTP errors served before normal answers.
-State changes follow call counts, never the clock.
+State changes follow call counts, never the clock. `lose_replies` makes a call take effect and
+then drops the connection, as when a reply is lost on the way back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _REPO = r"projects/[^/]+/locations/[^/]+/repositories/[^/:]+"
 _ROUTES = [
     ("POST", re.compile(rf"^/v1beta1/(?P<parent>{_REPO})/compilationResults$"), "_create_compilation"),
     ("POST", re.compile(rf"^/v1beta1/(?P<parent>{_REPO})/workflowInvocations$"), "_create_invocation"),
+    ("GET", re.compile(rf"^/v1beta1/(?P<parent>{_REPO})/workflowInvocations$"), "_list_invocations"),
     ("GET", re.compile(rf"^/v1beta1/(?P<name>{_REPO}/workflowInvocations/[^/:]+)$"), "_get_invocation"),
     ("GET", re.compile(rf"^/v1beta1/(?P<name>{_REPO}/workflowInvocations/[^/:]+):query$"), "_query_actions"),
 ]
@@ -70,6 +72,11 @@ class FakeDataform:
     actions: list[dict] = field(default_factory=list)
     """WorkflowInvocationAction JSON returned by `query` (states as names); see `action()`."""
     requests: list[Recorded] = field(default_factory=list)
+    lose_replies: dict[str, int] = field(default_factory=dict)
+    """Route handler name → how many of its calls are carried out and then answered by dropping
+    the connection (the reply is lost), e.g. {"_create_invocation": 1}."""
+    unavailable: dict[str, int] = field(default_factory=dict)
+    """Route handler name → how many of its calls get 503 without any effect."""
     url: str = ""
     _errors: deque = field(default_factory=deque)
     _compilations: dict[str, dict] = field(default_factory=dict)
@@ -96,7 +103,13 @@ class FakeDataform:
             for verb, pattern, handler in _ROUTES:
                 match = pattern.match(path)
                 if verb == method and match:
+                    if self.unavailable.get(handler):
+                        self.unavailable[handler] -= 1
+                        return 503, {}, _envelope(503, "injected: the service did nothing")
                     status, payload = getattr(self, handler)(body or {}, query, **match.groupdict())
+                    if self.lose_replies.get(handler):
+                        self.lose_replies[handler] -= 1
+                        return None, {}, None  # acted, but the client never hears about it
                     if status == 200 and "enum-encoding=int" in ";".join(query.get("$alt", [])):
                         payload = _ints_for_enums(payload)
                     return status, {}, payload
@@ -131,6 +144,14 @@ class FakeDataform:
         }
         self._invocations[name] = {"json": invocation, "polls": 0}
         return 200, invocation
+
+    def _list_invocations(self, body: dict, query: dict, parent: str) -> tuple[int, dict]:
+        mine = [r["json"] for name, r in self._invocations.items() if name.startswith(f"{parent}/")]
+        start = int(query.get("pageToken", ["0"])[0])
+        payload: dict[str, Any] = {"workflowInvocations": mine[start : start + _PAGE_SIZE]}
+        if start + _PAGE_SIZE < len(mine):
+            payload["nextPageToken"] = str(start + _PAGE_SIZE)
+        return 200, payload
 
     def _get_invocation(self, body: dict, query: dict, name: str) -> tuple[int, dict]:
         record = self._invocations.get(name)
@@ -176,6 +197,8 @@ def _ints_for_enums(payload: dict) -> dict:
     result = dict(payload)
     if "state" in result:
         result["state"] = _INVOCATION_STATES[result["state"]]
+    if "workflowInvocations" in result:
+        result["workflowInvocations"] = [_ints_for_enums(i) for i in result["workflowInvocations"]]
     if "workflowInvocationActions" in result:
         result["workflowInvocationActions"] = [
             {**a, "state": _ACTION_STATES[a["state"]]} for a in result["workflowInvocationActions"]
@@ -199,6 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, payload = self.server.fake.handle(
             method, unquote(url.path), parse_qs(url.query), body
         )
+        if status is None:  # a lost reply: close the connection without answering
+            self.close_connection = True
+            return
         data = json.dumps(payload).encode()
         self.send_response(status)
         for key, value in {**headers, "Content-Type": "application/json"}.items():

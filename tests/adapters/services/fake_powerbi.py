@@ -72,6 +72,11 @@ class FakePowerBi:
     """How many token requests get 503 temporarily_unavailable before tokens are issued again."""
     reject_all_tokens: bool = False
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    lose_replies: dict[str, int] = field(default_factory=dict)
+    """Route handler name → how many of its calls are carried out and then answered by dropping
+    the connection (the reply is lost), e.g. {"_start_refresh": 1}."""
+    unavailable_refreshes: int = 0
+    """How many refresh requests get 503 without any effect."""
     url: str = ""
     _revoked: set[str] = field(default_factory=set)
     _errors: deque = field(default_factory=deque)
@@ -108,7 +113,11 @@ class FakePowerBi:
                         refusal = self._refuse(headers.get("authorization", ""))
                         if refusal:
                             return refusal
-                    return getattr(self, handler)(body, query, headers, **match.groupdict())
+                    reply = getattr(self, handler)(body, query, headers, **match.groupdict())
+                    if self.lose_replies.get(handler):
+                        self.lose_replies[handler] -= 1
+                        return None, {}, None  # acted, but the client never hears about it
+                    return reply
             return 404, {}, _api_error("NotFound", f"no route for {method} {path}")
 
     def _refuse(self, authorization: str) -> tuple | None:
@@ -163,6 +172,9 @@ class FakePowerBi:
     def _start_refresh(self, body: Any, query: dict, headers: dict, group: str, dataset: str) -> tuple:
         if not isinstance(body, dict) or not body:
             return 400, {}, _api_error("InvalidRequest", "a request body is required")
+        if self.unavailable_refreshes > 0:
+            self.unavailable_refreshes -= 1
+            return 503, {}, _api_error("ServiceUnavailable", "injected: the service did nothing")
         number = next(self._ids)
         request_id = f"87f31ef7-0000-4000-9b0b-{number:012d}"
         self._refreshes.insert(0, {"requestId": request_id, "id": number, "polls": 0, "start": self.now})
@@ -297,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, reply_headers, payload = self.server.fake.handle(method, self.path, headers, raw)  # type: ignore[attr-defined]
+        if status is None:  # a lost reply: close the connection without answering
+            self.close_connection = True
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         for key, value in {**reply_headers, "Content-Type": "application/json; charset=utf-8"}.items():

@@ -120,3 +120,33 @@ def test_compilation_error_fails_at_once_with_its_message(df_deps, fake, clock) 
     assert (failed["status"], failed["attempt"]) == ("ERROR", 1)
     assert "Unexpected token ';' (at definitions/orders.sqlx)" in failed["error"]
     assert invocations(fake) == 0
+
+
+def test_lost_reply_of_invocation_create_adopts_the_invocation_instead_of_starting_another(
+        df_deps, fake, clock) -> None:
+    """The remote starts the invocation, then the connection drops before the reply: the retry
+    finds the invocation of the recorded compilation result and follows it."""
+    clock.frozen = True
+    fake.lose_replies = {"_create_invocation": 1}
+    define(df_deps, dataform_task())
+    batch_id = scheduler.start_batch(df_deps, name="transform", trigger="cli")
+    follow(df_deps, clock, rounds=8)
+    run = runs(df_deps, batch_id)["transform"]
+    assert run["status"] == "SUCCESS", run["error"]
+    assert invocations(fake) == 1 and len(fake.bodies("/compilationResults")) == 1
+    assert run["output"]["adopted"] is True and run["remote_id"].endswith("/workflowInvocations/i2")
+
+
+def test_failed_invoke_retries_with_the_recorded_compilation_and_starts_one_invocation(
+        df_deps, fake, clock) -> None:
+    """The invoke got a 503 (the remote did nothing): the retry finds no invocation and starts one."""
+    clock.frozen = True
+    fake.unavailable = {"_create_invocation": 1}
+    define(df_deps, dataform_task())
+    batch_id = scheduler.start_batch(df_deps, name="transform", trigger="cli")
+    follow(df_deps, clock, rounds=8)
+    run = runs(df_deps, batch_id)["transform"]
+    assert run["status"] == "SUCCESS" and run["attempt"] == 2 and "adopted" not in run["output"]
+    assert invocations(fake) == 2 and len(fake.bodies("/compilationResults")) == 1  # the 503'd one + one
+    compilations = {b["compilationResult"] for b in fake.bodies("/workflowInvocations")}
+    assert len(compilations) == 1

@@ -97,3 +97,65 @@ def test_unconfigured_power_bi_fails_clearly(deps, clock) -> None:
     drain(deps)
     run = runs(deps, batch_id)["refresh"]
     assert run["status"] == "ERROR" and run["error"].startswith("Power BI is not configured")
+
+
+def test_lost_reply_of_refresh_request_adopts_the_refresh_instead_of_refreshing_again(
+        pbi_deps, fake, clock) -> None:
+    """Power BI starts the refresh, then the connection drops before the 202: the retry finds the
+    refresh in the history (requested after the recorded intent) and follows it."""
+    clock.frozen = True
+    fake.lose_replies = {"_start_refresh": 1}
+    define(pbi_deps, refresh_task())
+    batch_id = scheduler.start_batch(pbi_deps, name="refresh", trigger="cli")
+    for _ in range(8):
+        follow(pbi_deps, clock)
+    run = runs(pbi_deps, batch_id)["refresh"]
+    assert run["status"] == "SUCCESS", run["error"]
+    assert len(fake.refresh_bodies()) == 1
+    assert run["output"]["adopted"] is True and run["remote_id"] == run["output"]["request_id"]
+
+
+def test_lost_reply_does_not_adopt_a_refresh_another_run_recorded(pbi_deps, fake, clock) -> None:
+    """A refresh already followed by another run is not this run's: the retry refreshes once more."""
+    clock.frozen = True
+    define(pbi_deps, refresh_task())
+    first = scheduler.start_batch(pbi_deps, name="refresh", trigger="cli")
+    drain(pbi_deps)  # refresh 1 started and recorded; its first check is due in 60 s
+    fake.unavailable_refreshes = 1
+    second = scheduler.start_batch(pbi_deps, name="refresh", trigger="cli")
+    for _ in range(8):
+        follow(pbi_deps, clock)
+    a, b = runs(pbi_deps, first)["refresh"], runs(pbi_deps, second)["refresh"]
+    assert a["status"] == b["status"] == "SUCCESS", b["error"]
+    assert a["remote_id"] != b["remote_id"] and len(fake.refresh_bodies()) == 3  # 503'd one included
+
+
+def test_two_concurrent_starts_at_the_limit_make_one_refresh(pbi_deps, fake, clock) -> None:
+    """Both tasks read the same history (one refresh left today); only one may take the slot."""
+    import threading
+
+    from engine import runner
+    from tests.engine.conftest import task_messages
+
+    clock.frozen = True
+    fake.running_polls = 100
+    ids = define(pbi_deps, refresh_task(limit=1), {**refresh_task(limit=1), "name": "refresh_too"})
+    batches = [scheduler.start_batch(pbi_deps, name=n, trigger="cli") for n in ("refresh", "refresh_too")]
+    barrier = threading.Barrier(2)
+    real = pbi_deps.powerbi.refreshes_since
+
+    def counted_together(*args):  # both read the history before either takes the slot
+        used = real(*args)
+        barrier.wait(timeout=10)
+        return used
+
+    pbi_deps.powerbi.refreshes_since = counted_together
+    starts = [m.data for m in pbi_deps.publisher.published if m.event_type == "task"]
+    assert {s["task_id"] for s in starts} == set(ids.values()) and task_messages(pbi_deps, ids["refresh"])
+    threads = [threading.Thread(target=runner.run_message, args=(pbi_deps,), kwargs=s) for s in starts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    outcome = sorted(runs(pbi_deps, b)[n]["status"] for b, n in zip(batches, ("refresh", "refresh_too"), strict=True))
+    assert outcome == ["ERROR", "PROCESSING"] and len(fake.refresh_bodies()) == 1
