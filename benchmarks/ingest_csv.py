@@ -77,12 +77,12 @@ def run_pipeline(csv: Path) -> dict:
     import shutil
 
     import logs
+    from app.deps import Deps
     from config.settings import load_settings
     from database import embedded, migrate
     from database.registry import sync_definition
     from database.session import unit_of_work
     from handlers import raw_file
-    from handlers.deps import Deps
     from values.definitions import parse_definition
     from values.messages import ObjectRef
 

@@ -35,12 +35,12 @@ def build_deps(tmp: Path) -> Any:
     from sqlalchemy import create_engine, inspect, text
 
     from adapters.publisher.local import LocalBus
+    from app.deps import Deps, set_deps
+    from cli import local_delivery
     from config.settings import load_settings
     from database import embedded, migrate
     from database.base import Base
     from database.session import database_url, session_factory
-    from handlers import local_delivery
-    from handlers.deps import Deps, set_deps
 
     settings = load_settings(db_name="caf_bench_tasks", warehouse_url=f"duckdb://{tmp / 'bench.duckdb'}",
                              storage_url=f"file://{tmp / 'buckets'}", log_level="WARNING")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 console = Console()
 err_console = Console(stderr=True)
@@ -16,8 +16,8 @@ err_console = Console(stderr=True)
 def open_deps(*, migrate: bool | None = None) -> Deps:
     """Deps for a CLI command; locally the schema is brought to head first (cheap when current)."""
     import logs
+    from app.deps import get_deps
     from config.settings import get_settings
-    from handlers.deps import get_deps
 
     settings = get_settings()
     logs.configure(settings.log_format, settings.log_level if settings.log_level != "INFO" else "WARNING")

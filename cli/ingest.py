@@ -18,7 +18,7 @@ REDELIVERIES = 3  # like the platform: a transient failure (HTTP 500) is retried
 
 def deliver_all(infos: list[Any], deps: Any, *, title: str) -> list[dict[str, Any]]:
     """Deliver each object's finalize event, retrying transient failures; returns outcome rows."""
-    from handlers import local_delivery
+    from cli import local_delivery
 
     outcomes = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -40,7 +40,7 @@ def deliver_all(infos: list[Any], deps: Any, *, title: str) -> list[dict[str, An
 def drain_bus(deps: Any) -> None:
     """Locally, run what the loads triggered (the local bus delivers through handle_pubsub)."""
     from adapters.publisher.local import LocalBus
-    from handlers import local_delivery
+    from cli import local_delivery
 
     bus = deps.publisher
     if isinstance(bus, LocalBus):

@@ -24,7 +24,7 @@ from cli.context import console, open_deps
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 _AGE = re.compile(r"^\s*(\d+)\s*([dhw]?)\s*$")
 _UNITS = {"": "days", "d": "days", "h": "hours", "w": "weeks"}

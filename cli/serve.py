@@ -30,7 +30,7 @@ def build_app() -> Any:
 def attach_local_bus(deps: Any) -> Any:
     """Make the local bus deliver through the real `handle_pubsub` CloudEvent path."""
     from adapters.publisher.local import LocalBus
-    from handlers import local_delivery
+    from cli import local_delivery
 
     bus = deps.publisher
     if isinstance(bus, LocalBus):

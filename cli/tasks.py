@@ -13,7 +13,7 @@ from rich.table import Table
 from cli.context import console, open_deps
 
 if TYPE_CHECKING:
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 tasks_app = typer.Typer(help="Task definitions (YAML) ↔ the database.", no_args_is_help=True)
 batch_app = typer.Typer(help="Batches: one run of a DAG or of the tasks below some roots.", no_args_is_help=True)

@@ -19,6 +19,7 @@ from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from database.globs import glob_matches
 from database.job_models import (
     OPEN_JOB_STATUSES,
     STAGING_FORMATS,
@@ -28,7 +29,6 @@ from database.job_models import (
     StagingEntity,
     StagingRow,
 )
-from database.registry import glob_matches
 from errors import PermanentError
 
 _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}

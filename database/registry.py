@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from database.globs import source_matches
 from database.models import Domain, SchemaColumn, Table
 from errors import PermanentError
 from values.tables import Column, TableTarget
@@ -130,7 +130,7 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
         name = rest
     query = (select(Table).options(selectinload(Table.columns), selectinload(Table.domain))
              .where(Table.tenant_id == tenant_id))
-    candidates = [t for t in session.scalars(query) if _matches(t.source_glob, name)]
+    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, name)]
     if not candidates:
         return None
     candidates.sort(key=lambda t: _specificity(t.source_glob), reverse=True)
@@ -138,17 +138,6 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
         names = ", ".join(f"{t.domain.name}.{t.name}" for t in candidates)
         raise PermanentError(f"{name} matches several registered tables ({names}); make their sources distinct")
     return to_registered(candidates[0], per_tenant_datasets=per_tenant_datasets)
-
-
-def glob_matches(pattern: str, name: str) -> bool:
-    """Glob on object names: `*` stays within one path segment, `**` crosses segments."""
-    if "**" in pattern:
-        return fnmatch.fnmatchcase(name, pattern.replace("**", "*"))
-    return fnmatch.fnmatchcase(name, pattern) and name.count("/") == pattern.count("/")
-
-
-def _matches(glob: str, name: str) -> bool:
-    return glob_matches(glob, name) or (name.endswith(".gz") and glob_matches(glob, name[:-3]))
 
 
 def get_registered(*, session: Session, table_id: int, per_tenant_datasets: bool = False) -> RegisteredTable:

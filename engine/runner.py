@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from database.tasks import RunRow, TaskRow
-    from handlers.deps import Deps
+    from engine.ports import TaskPorts
 
 log = logging.getLogger("caf.engine")
 
@@ -35,7 +35,7 @@ class _TimedOut(Exception):
     pass
 
 
-def run_message(deps: Deps, *, batch_id: int, task_id: int, attempt: int, check: int | None = None) -> None:
+def run_message(deps: TaskPorts, *, batch_id: int, task_id: int, attempt: int, check: int | None = None) -> None:
     """Run (or, with `check`, check) attempt `attempt` of task `task_id` in batch `batch_id`."""
     now = deps.clock()
     claimed = None
@@ -61,7 +61,7 @@ def run_message(deps: Deps, *, batch_id: int, task_id: int, attempt: int, check:
         _execute_and_record(TaskContext(deps=deps, task=task, batch=batch, run=run, upstream=upstream), check)
 
 
-def _unclaimed(deps: Deps, task: TaskRow, run: RunRow, attempt: int, check: int | None) -> int | None:
+def _unclaimed(deps: TaskPorts, task: TaskRow, run: RunRow, attempt: int, check: int | None) -> int | None:
     """Why a message did not claim its run; returns the check number to run, or None to drop it."""
     now = deps.clock()
     if run.status != "PROCESSING":

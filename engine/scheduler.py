@@ -23,13 +23,13 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from database.tasks import BatchRow, RunRow, TaskRow
-    from handlers.deps import Deps
+    from engine.ports import TaskPorts
 
 log = logging.getLogger("caf.engine")
 
 
 # -- starting ------------------------------------------------------------------------------------
-def start_batch(deps: Deps, *, name: str, trigger: str, parameters: dict[str, Any] | None = None,
+def start_batch(deps: TaskPorts, *, name: str, trigger: str, parameters: dict[str, Any] | None = None,
                 message_id: str | None = None) -> int:
     """Start a batch for the task or DAG called `name` (a task wins over a DAG of the same name).
 
@@ -60,7 +60,7 @@ def start_batch(deps: Deps, *, name: str, trigger: str, parameters: dict[str, An
     return batch_id
 
 
-def start_file_batch(deps: Deps, *, batch_id: int, table: str) -> list[int]:
+def start_file_batch(deps: TaskPorts, *, batch_id: int, table: str) -> list[int]:
     """Start, in the batch a file load created, the tasks whose `on_file` lists `table`.
 
     Idempotent: a batch that already has tasks (or is closed) is left alone. With no listener
@@ -102,13 +102,13 @@ def enqueue_run(session: Session, batch_id: int, task_id: int, attempt: int, *, 
     return outbox.enqueue(session=session, event_type=route, payload=payload, not_before=not_before)
 
 
-def publish(deps: Deps, ids: list[int]) -> None:
+def publish(deps: TaskPorts, ids: list[int]) -> None:
     if ids:
         outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=ids)
 
 
 # -- recording -------------------------------------------------------------------------------
-def succeed(deps: Deps, task: TaskRow, run: RunRow, output: dict[str, Any],
+def succeed(deps: TaskPorts, task: TaskRow, run: RunRow, output: dict[str, Any],
             upstream: list[dict[str, Any]] | None = None) -> bool:
     """Record SUCCESS (with the run key of its inputs) and publish the children now ready.
 
@@ -134,11 +134,11 @@ def succeed(deps: Deps, task: TaskRow, run: RunRow, output: dict[str, Any],
     if done.closed is not None:
         log.info("batch %s ended %s: %s", run.batch_id, done.closed["status"], done.closed["counts"],
                  extra={"status": done.closed["status"], "metric": "batch"})
-        _alert("on_batch_done", deps, run.batch_id)
+        _alert("batch_done", deps, run.batch_id)
     return True
 
 
-def end(deps: Deps, task: TaskRow, run: RunRow, *, status: str, error: str,
+def end(deps: TaskPorts, task: TaskRow, run: RunRow, *, status: str, error: str,
         output: dict[str, Any] | None = None) -> bool:
     """Record ERROR (or SKIPPED, for a gate that waits) and skip every descendant, naming this task."""
     now = deps.clock()
@@ -157,9 +157,9 @@ def end(deps: Deps, task: TaskRow, run: RunRow, *, status: str, error: str,
                 f" ({len(skipped)} descendant(s) skipped)" if skipped else "",
                 extra={"status": status, "metric": "task_run", "reason": _task_reason(task, error, output)})
     if status == "ERROR":
-        _alert("on_task_error", deps, run.id)
+        _alert("task_error", deps, run.id)
     if closed:
-        _alert("on_batch_done", deps, run.batch_id)
+        _alert("batch_done", deps, run.batch_id)
     return True
 
 
@@ -167,19 +167,15 @@ def _task_reason(task: TaskRow, error: str, output: dict[str, Any] | None) -> st
     return str(task_reason(task.kind, error, output))
 
 
-def _alert(hook: str, deps: Deps, ident: int) -> None:
+def _alert(kind: str, deps: TaskPorts, ident: int) -> None:
     """Alerts are best effort: a failing webhook never breaks the engine."""
     try:
-        from handlers import alerts
-    except ImportError:
-        return
-    try:
-        getattr(alerts, hook)(deps, ident)
+        deps.alert(kind, ident)
     except Exception:
-        log.warning("alert hook %s failed for %s", hook, ident, exc_info=True)
+        log.warning("alert %s failed for %s", kind, ident, exc_info=True)
 
 
-def retry(deps: Deps, task: TaskRow, run: RunRow, *, error: str, not_before: datetime) -> bool:
+def retry(deps: TaskPorts, task: TaskRow, run: RunRow, *, error: str, not_before: datetime) -> bool:
     """Queue attempt n+1, due at `not_before` (a message the bus or Pub/Sub holds until then)."""
     with unit_of_work(deps.sessions) as session:
         if not db.schedule_retry(session=session, run_id=run.id, attempt=run.attempt, not_before=not_before,
@@ -192,7 +188,7 @@ def retry(deps: Deps, task: TaskRow, run: RunRow, *, error: str, not_before: dat
     return True
 
 
-def pending(deps: Deps, task: TaskRow, run: RunRow, *, seq: int, output: dict[str, Any], check_at: datetime,
+def pending(deps: TaskPorts, task: TaskRow, run: RunRow, *, seq: int, output: dict[str, Any], check_at: datetime,
             route: str) -> bool:
     """Record a remote run's progress and publish the next check (only one check chain per run)."""
     with unit_of_work(deps.sessions) as session:
@@ -221,7 +217,7 @@ def _close_if_done(session: Session, batch_id: int, now: datetime) -> bool:
 
 
 # -- restart, timeouts -----------------------------------------------------------------------
-def restart_batch(deps: Deps, batch_id: int) -> list[int]:
+def restart_batch(deps: TaskPorts, batch_id: int) -> list[int]:
     """Re-run the failed and skipped tasks of a batch under the same batch id; returns their ids."""
     sweep_expired(deps, batch_id=batch_id)
     with unit_of_work(deps.sessions) as session:
@@ -241,12 +237,12 @@ def restart_batch(deps: Deps, batch_id: int) -> list[int]:
     return reset
 
 
-def expire(deps: Deps, task: TaskRow, run: RunRow) -> bool:
+def expire(deps: TaskPorts, task: TaskRow, run: RunRow) -> bool:
     """A run past its lease (start + timeout): ERROR, lease released, descendants skipped."""
     return end(deps, task, run, status="ERROR", error=f"exceeded its timeout of {task.timeout_seconds}s")
 
 
-def sweep_expired(deps: Deps, *, batch_id: int | None = None) -> int:
+def sweep_expired(deps: TaskPorts, *, batch_id: int | None = None) -> int:
     """End every run whose lease has passed (crashed instance, lost check message); returns how many."""
     with unit_of_work(deps.sessions) as session:
         runs = db.expired_runs(session=session, now=deps.clock(), batch_id=batch_id)
@@ -259,7 +255,7 @@ def sweep_expired(deps: Deps, *, batch_id: int | None = None) -> int:
     return ended
 
 
-def wait_local(deps: Deps, batch_id: int, *, timeout: float | None = None) -> BatchRow:
+def wait_local(deps: TaskPorts, batch_id: int, *, timeout: float | None = None) -> BatchRow:
     """Drive the local bus until the batch ends (CLI); sleeps here, never inside a handler."""
     bus: Any = deps.publisher
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -25,8 +25,8 @@ from database.tenancy import tenant_session
 from errors import PermanentError
 
 if TYPE_CHECKING:
+    from app.deps import Deps
     from database.job_models import JobFile, StagingEntity
-    from handlers.deps import Deps
 
 log = logging.getLogger("caf.jobs")
 MAX_REPORTED_ERRORS = 10_000  # validation-report lines per file

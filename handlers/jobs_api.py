@@ -22,8 +22,8 @@ from handlers import auth
 from handlers.job_finalize import finalize
 
 if TYPE_CHECKING:
+    from app.deps import Deps
     from database.job_models import Artifact, Job, JobFile
-    from handlers.deps import Deps
 
 log = logging.getLogger("caf.jobs_api")
 _JOB = re.compile(r"^/jobs/(?P<id>[^/]+)(?P<finalize>/finalize)?$")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from errors import PermanentError
 
 if TYPE_CHECKING:
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 ROUTE_MODULES = ("handlers.jobs_api", "handlers.web")
 

@@ -24,7 +24,7 @@ from database.session import unit_of_work
 from errors import CafError, PermanentError, TransientError
 
 if TYPE_CHECKING:
-    from handlers.deps import Deps
+    from app.deps import Deps
     from values.messages import ObjectRef
 
 log = logging.getLogger("caf.raw_file")
@@ -202,7 +202,7 @@ def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: Deps, message: st
                                  summary={"file": claim.file_id, "error": message[:500]})
     if owned:
         ingest.move_processed(ref, deps, success=False, file_id=claim.file_id)
-        from handlers import alerts
+        from app import alerts
 
         alerts.on_file_error(deps, claim.file_id)  # best effort: never raises
 

@@ -26,7 +26,7 @@ def ensure_logging() -> None:
 
 
 def max_event_age_seconds() -> int:
-    from handlers.deps import get_deps
+    from app.deps import get_deps
 
     return get_deps().settings.events.max_age_seconds
 
@@ -47,8 +47,8 @@ def raw_file(ref: ObjectRef) -> None:
     if ref.is_folder_placeholder:
         log.info("ignored folder placeholder %s/%s", ref.bucket, ref.name)
         return
+    from app.deps import get_deps
     from handlers import raw_file as handler
-    from handlers.deps import get_deps
 
     handler.handle(ref, get_deps())
 
@@ -68,7 +68,7 @@ def pubsub(message: PubSubMessage) -> None:
     route = attrs.get("event_type")
     if route not in PUBSUB_ROUTES:
         raise MalformedEvent(f"unknown route: event_type={route!r} (expected one of {', '.join(PUBSUB_ROUTES)})")
-    from handlers.deps import get_deps
+    from app.deps import get_deps
 
     if route == "sweep":
         outbox_sweep(get_deps())
@@ -86,7 +86,7 @@ def outbox_sweep(deps: Any) -> int:
 
 
 def operator(request: Any) -> Any:
+    from app.deps import get_deps
     from handlers import operator as handler
-    from handlers.deps import get_deps
 
     return handler.handle(request, get_deps())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from values.messages import MalformedEvent, parse_time
 
 if TYPE_CHECKING:
-    from handlers.deps import Deps
+    from app.deps import Deps
     from values.messages import PubSubMessage
 
 log = logging.getLogger("caf.tasks")

@@ -15,14 +15,15 @@ import pyarrow as pa
 from adapters.warehouse.base import LoadRequest, LoadResult
 from database.registry import RegisteredTable
 from errors import CafError, PermanentError, TransientError
-from pipeline.read import SourceOptions, read_batches
+from pipeline.read import read_batches
+from pipeline.source import SourceOptions
 from pipeline.stage import Lineage, describe_bad_rows, drop_rows, duplicate_keys, quarantine_lines, stage_batches
 from pipeline.validate import BadRow
 from values.tables import Column
 
 if TYPE_CHECKING:
     from database.models import File
-    from handlers.deps import Deps
+    from pipeline.ports import IngestPorts
     from values.messages import ObjectRef
 
 log = logging.getLogger("caf.ingest")
@@ -59,7 +60,7 @@ class Staged:
         return describe_bad_rows(self.bad_rows)
 
 
-def source_options(ref: ObjectRef, table: RegisteredTable, deps: Deps) -> SourceOptions:
+def source_options(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts) -> SourceOptions:
     """Reader options from the registry, the object's name and its content encoding."""
     name = ref.name
     gz = name.endswith(".gz") or (ref.content_encoding or "").lower() == "gzip"
@@ -90,7 +91,7 @@ def source_options(ref: ObjectRef, table: RegisteredTable, deps: Deps) -> Source
     )
 
 
-def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: Deps, *, file_id: int, batch_id: int,
+def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
                    workdir: Path, now: datetime) -> Staged:
     """Read → validate → stage to Parquet; writes the quarantine object when rows were rejected."""
     if ref.size == 0:
@@ -198,7 +199,7 @@ def job_id(ref_key: str, batch_id: int | None) -> str:
     return f"caf_load_{digest}_{batch_id or 0}"
 
 
-def load(staged: Staged, table: RegisteredTable, deps: Deps, *, file_id: int, batch_id: int,
+def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
          replace_file_ids: list[int], generation: int, object_key: str | None = None) -> LoadResult:
     request = LoadRequest(
         target=target_with_new_columns(table, staged.new_columns),
@@ -220,7 +221,7 @@ def file_loaded_payload(ref: ObjectRef | File, file_id: int, batch_id: int, tabl
             "generation": ref.generation, "md5": ref.md5, "crc32c": ref.crc32c}
 
 
-def move_processed(ref: ObjectRef, deps: Deps, *, success: bool, file_id: int) -> str | None:
+def move_processed(ref: ObjectRef, deps: IngestPorts, *, success: bool, file_id: int) -> str | None:
     """Move the raw object to archive/ (or failed/); a failure here is logged, never fatal."""
     cfg = deps.settings.ingest
     if not cfg.move_processed:
@@ -243,7 +244,7 @@ def move_processed(ref: ObjectRef, deps: Deps, *, success: bool, file_id: int) -
     return uri
 
 
-def reprocess(file_id: int, deps: Deps, *, now: datetime) -> int:
+def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
     """Re-load a SUCCESS file from its staged Parquet under a new batch (same rows, new `_batch_id`)."""
     import duckdb
     from sqlalchemy import update as sa_update

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.read import SourceBatch
+from pipeline.source import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 from values.identifiers import column_name, quote_ident
 from values.tables import TableTarget

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
 from pipeline.cast import convert
-from pipeline.read import BadRow, SourceBatch
+from pipeline.source import BadRow, SourceBatch
 from values.identifiers import column_name
 from values.tables import Column, TableTarget
 

@@ -118,9 +118,9 @@ def settings(tmp_path: Path, database_url: str):
 def deps(settings, engine, clock: Clock) -> Iterator:
     """Deps on the real session database (emptied), a fresh DuckDB and bucket folder, a local bus."""
     from adapters.publisher.local import LocalBus
+    from app.deps import Deps, set_deps
+    from cli import local_delivery
     from database.session import session_factory
-    from handlers import local_delivery
-    from handlers.deps import Deps, set_deps
 
     truncate_all(engine)
     bus = LocalBus(clock=clock)

@@ -23,7 +23,7 @@ from errors import PermanentError
 
 if TYPE_CHECKING:
     from database.tasks import BatchRow, RunRow, TaskRow
-    from handlers.deps import Deps
+    from engine.ports import TaskPorts
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class RemoteFailure(PermanentError):
 class TaskContext:
     """One claimed task run, as a kind (or a `python` task's callable) sees it."""
 
-    deps: Deps
+    deps: TaskPorts
     task: TaskRow
     batch: BatchRow
     run: RunRow

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from jinja2 import Environment
     from werkzeug.wrappers import Response
 
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _ID = r"(?P<id>\d{1,18})"

@@ -22,8 +22,8 @@ from errors import PermanentError
 
 if TYPE_CHECKING:
     from adapters.storage.base import ObjectInfo
+    from app.deps import Deps
     from config.settings import Settings
-    from handlers.deps import Deps
 
 log = logging.getLogger("caf.web")
 

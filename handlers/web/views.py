@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from werkzeug.wrappers import Response
 
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 log = logging.getLogger("caf.web")
 OVERVIEW_HOURS = 24

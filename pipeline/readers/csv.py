@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipeline.read import BadRow, SourceBatch, SourceError, SourceOptions
 from pipeline.readers.streams import Utf8Stream, open_bytes, start_position
+from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 MAX_COLUMNS = 10_000  # BigQuery's limit
 _ALL_STRINGS = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}

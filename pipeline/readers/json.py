@@ -24,8 +24,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from pipeline.read import BadRow, SourceBatch, SourceError, SourceOptions
 from pipeline.readers.streams import Utf8Stream, open_bytes
+from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 _DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 _SPACE = re.compile(r"[ \t\n\r]*")

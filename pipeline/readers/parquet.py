@@ -8,8 +8,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.read import SourceBatch, SourceError, SourceOptions
 from pipeline.readers.streams import seekable
+from pipeline.source import SourceBatch, SourceError, SourceOptions
 
 BATCH_ROWS = 65_536
 _ARROW = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError, pa.ArrowIndexError)

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pipeline.read import SourceError, SourceOptions
+from pipeline.source import SourceError, SourceOptions
 
 _BOM = codecs.BOM_UTF8
 _CHUNK = 1 << 20

@@ -18,8 +18,8 @@ from xml.etree.ElementTree import ParseError
 
 import pyarrow as pa
 
-from pipeline.read import BadRow, SourceBatch, SourceError, SourceOptions
 from pipeline.readers.streams import seekable
+from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 BATCH_ROWS = 50_000
 

@@ -87,7 +87,7 @@ def test_serve_hosts_all_targets_over_http(deps, tmp_path: Path) -> None:
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
             assert json.load(response)["status"] == "ok"
-        from handlers.local_delivery import storage_event_data
+        from cli.local_delivery import storage_event_data
 
         event = CloudEvent({"type": STORAGE_FINALIZED, "source": "//storage.googleapis.com/b"},
                            storage_event_data(info))

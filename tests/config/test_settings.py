@@ -73,7 +73,7 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogC
 
 def test_service_clients_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from adapters.services.powerbi import PowerBiClient
-    from handlers.deps import Deps
+    from app.deps import Deps
 
     with pytest.raises(ConfigError, match="POWERBI__CLIENT_SECRET"):
         _ = Deps(load_settings()).powerbi

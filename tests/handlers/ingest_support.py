@@ -13,10 +13,10 @@ from cloudevents.http import CloudEvent
 from sqlalchemy import select
 
 from adapters.storage.base import ObjectInfo
+from cli.local_delivery import storage_event_data
 from database.models import File
 from database.registry import sync_definition
 from database.session import unit_of_work
-from handlers.local_delivery import storage_event_data
 from tests.conftest import make_client
 from values.definitions import parse_definition
 from values.messages import STORAGE_FINALIZED

@@ -85,7 +85,7 @@ def test_event_older_than_max_age_is_dropped(deps) -> None:
 
 
 def test_transient_failure_answers_500_so_the_platform_redelivers(deps, settings) -> None:
-    from handlers.deps import Deps, set_deps
+    from app.deps import Deps, set_deps
 
     unreachable = settings.model_copy(update={"database_url": "postgresql+pg8000://caf@127.0.0.1:1/caf"})
     set_deps(Deps(unreachable, publisher=deps.publisher))

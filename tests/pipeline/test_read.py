@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.read import SourceBatch, SourceError, SourceOptions, read_batches
+from pipeline.read import read_batches
+from pipeline.source import SourceBatch, SourceError, SourceOptions
 
 
 def read(path: Path, fmt: str = "csv", **options: Any) -> list[SourceBatch]:

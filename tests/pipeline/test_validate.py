@@ -14,7 +14,8 @@ import pytest
 
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
-from pipeline.read import SourceBatch, SourceOptions, read_batches
+from pipeline.read import read_batches
+from pipeline.source import SourceBatch, SourceOptions
 from pipeline.validate import BadRow, HeaderPlan, ValidatedBatch, plan_header, validate_batch
 from values.tables import Column, TableTarget
 

@@ -94,7 +94,7 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 3
 
 
 def post_finalize(base_url: str, info: Any, event_id: str | None = None) -> int:
-    from handlers.local_delivery import storage_event_data
+    from cli.local_delivery import storage_event_data
 
     body = json.dumps(storage_event_data(info)).encode()
     return http_post(f"{base_url}/gcs/", body, finalize_headers(info, event_id))

@@ -288,7 +288,7 @@ class FlakyPublisher:
 
 @pytest.fixture
 def flaky(ing: Ingest) -> Iterator[FlakyPublisher]:
-    from handlers.deps import Deps, set_deps
+    from app.deps import Deps, set_deps
     from tests.engine import callables
     from tests.engine.conftest import define, py
 

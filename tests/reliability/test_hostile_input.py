@@ -136,7 +136,8 @@ MAGIC = {"csv": b"", "tsv": b"", "ndjson": b"{", "json": b"[", "parquet": b"PAR1
        body=st.binary(max_size=600) | st.text(max_size=300).map(str.encode))
 def test_readers_turn_any_bytes_into_batches_or_a_source_error(fmt: str, gz: bool, magic: bool, body: bytes) -> None:
     from errors import PermanentError
-    from pipeline.read import SourceBatch, SourceOptions, read_batches
+    from pipeline.read import read_batches
+    from pipeline.source import SourceBatch, SourceOptions
 
     raw = (MAGIC[fmt] if magic else b"") + body
     if gz:
@@ -420,7 +421,7 @@ def bounded_logs(caplog: pytest.LogCaptureFixture, limit: int = 4096) -> None:
 
 
 def test_ten_megabyte_event_over_http_loads_its_object(ing: Ingest, live_server: str, caplog) -> None:
-    from handlers.local_delivery import storage_event_data
+    from cli.local_delivery import storage_event_data
     from tests.reliability.conftest import finalize_headers
 
     info = ing.put("rel/items/big-event.csv", items_csv(1, 3))

@@ -82,7 +82,7 @@ def assert_no_secret(texts: list[str], secrets: list[str]) -> None:
 # -- the scenarios ------------------------------------------------------------------------------------
 
 def ingest_with_password_in_url(deps: Any, tmp_path: Path, database_url: str) -> None:
-    from handlers.deps import Deps, set_deps
+    from app.deps import Deps, set_deps
 
     assert "postgres@/" in database_url
     with_password = database_url.replace("postgres@/", f"postgres:{DB_PASSWORD}@/", 1)
@@ -103,7 +103,7 @@ def ingest_with_password_in_url(deps: Any, tmp_path: Path, database_url: str) ->
 
 
 def unreachable_database(deps: Any) -> None:
-    from handlers.deps import Deps, set_deps
+    from app.deps import Deps, set_deps
     from tests.handlers.test_main import post, storage_event
 
     settings = deps.settings.model_copy(
@@ -155,7 +155,7 @@ def power_bi(tmp_path: Path) -> list[str]:
 
 
 def bearer_tokens(deps: Any) -> None:
-    from handlers.deps import Deps, set_deps
+    from app.deps import Deps, set_deps
 
     auth = deps.settings.auth.model_copy(update={"static_tokens": {STATIC_TOKEN: "default"}})
     own = Deps(deps.settings.model_copy(update={"auth": auth}), clock=deps.clock, engine=deps.engine,

@@ -87,9 +87,9 @@ def _install(pause_at: str, marker: Path) -> None:
 
 def main(spec: dict[str, Any]) -> None:
     os.environ["APP_ENV"] = "test"
+    from app.deps import Deps
     from config.settings import load_settings
     from handlers import raw_file
-    from handlers.deps import Deps
     from values.messages import ObjectRef
 
     settings = load_settings(database_url=spec["database_url"], data_dir=spec["data_dir"],

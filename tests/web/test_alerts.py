@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from handlers import alerts
+from app import alerts
 from tests.handlers.ingest_support import ORDERS, ORDERS_CSV
 
 CHAT_SECRET = "chat-key-SECRET1&token=SECRET2"

@@ -8,8 +8,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from adapters.services.dataform import DataformClient
+from app.deps import Deps, set_deps
 from engine import scheduler
-from handlers.deps import Deps, set_deps
 from tests.adapters.services.fake_dataform import FakeDataform, action, serve
 from tests.engine.conftest import batch, define, drain, runs
 from values.messages import OutgoingMessage

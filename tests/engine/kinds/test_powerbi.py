@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from adapters.services.powerbi import PowerBiClient
+from app.deps import Deps, set_deps
 from engine import scheduler
-from handlers.deps import Deps, set_deps
 from tests.adapters.services.fake_powerbi import FakePowerBi, TlsFiles, history_entry, make_tls, serve
 from tests.engine.conftest import define, drain, runs
 

@@ -28,7 +28,7 @@ import logs
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from handlers.deps import Deps
+    from app.deps import Deps
 
 log = logging.getLogger("caf.alerts")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

@@ -1,4 +1,8 @@
-"""Clients built once per process, lazily: importing handlers stays cheap (cold starts)."""
+"""The composition root: clients built from settings once per process, lazily (cold starts stay cheap).
+
+handlers/ and cli/ hold a `Deps`; they hand it to engine/ and pipeline/, which see it only
+through their ports (`engine.ports.TaskPorts`, `pipeline.ports.IngestPorts`).
+"""
 
 from __future__ import annotations
 
@@ -93,6 +97,14 @@ class Deps:
                                  api_base=cfg.api_base)
 
         return self._get("powerbi", build)
+
+    def alert(self, kind: str, ident: int) -> bool:
+        """Raise alert `kind` (`file_error`, `task_error`, `batch_done`) for its row id; never raises."""
+        from app import alerts
+
+        hooks = {"file_error": alerts.on_file_error, "task_error": alerts.on_task_error,
+                 "batch_done": alerts.on_batch_done}
+        return hooks[kind](self, ident)
 
     def close(self) -> None:
         for part in self._parts.values():
