@@ -32,7 +32,9 @@ _Conv = Callable[[pa.Array], tuple[pa.Array, list[int]]]
 _TRUE = pa.array(["true", "t", "yes", "y", "1"])
 _FALSE = pa.array(["false", "f", "no", "n", "0"])
 _TIME = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$"
-_ZONED = r"\d:\d\d(:\d\d(\.\d+)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$"
+# A time of day (`T03`, ` 03:04`, `T03:04:05.5`) followed by a zone (`Z`, `+01`, `+0100`, `-05:30`);
+# the time is required, or the day of a plain date (`2024-01-02`) would read as a `-02` zone.
+_ZONED = r"[T ]\d\d(:?\d\d(:?\d\d(\.\d+)?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$"
 _BIGNUMERIC = r"^[+-]?(\d{1,38}(\.\d{0,38})?|\.\d{1,38})$"
 _TS_UTC = pa.timestamp("us", tz="UTC")
 _TS = pa.timestamp("us")
@@ -53,7 +55,12 @@ def convert(arr: pa.Array, bq_type: str, mode: str = "NULLABLE", *, column: str)
     conv = _converter(arr.type, bq_type)
     if conv is None:
         raise PermanentError(f"column {column}: the file's {arr.type} values cannot be loaded as {bq_type}")
-    typed, bad = conv(arr)
+    try:
+        typed, bad = conv(arr)
+    except pa.ArrowInvalid as exc:
+        # A conversion that fails on the column but on none of its values alone (a mix the
+        # bisection cannot pin down) is still a property of the file: recorded, not retried.
+        raise PermanentError(f"column {column}: its values cannot be loaded as {bq_type}: {exc}") from exc
     return typed, [(p, f"column {column}: {_show(arr[p].as_py())} is not a valid {bq_type}") for p in bad]
 
 
@@ -193,7 +200,7 @@ def _int64(a: pa.Array) -> pa.Array:
 
 
 def _timestamp(a: pa.Array) -> pa.Array:
-    """ISO 8601 with a zone → that instant; without a zone → UTC."""
+    """ISO 8601 with a zone → that instant; without a zone → UTC (one cast when the column agrees)."""
     try:
         return a.cast(_TS_UTC)
     except pa.ArrowInvalid:
@@ -201,10 +208,16 @@ def _timestamp(a: pa.Array) -> pa.Array:
     try:
         return a.cast(_TS).cast(_TS_UTC)
     except pa.ArrowInvalid:
-        pass
-    zoned = pc.match_substring_regex(a, _ZONED)
-    aware = pc.if_else(zoned, a, pa.nulls(len(a), pa.string())).cast(_TS_UTC)
-    naive = pc.if_else(zoned, pa.nulls(len(a), pa.string()), a).cast(_TS).cast(_TS_UTC)
+        return _timestamp_each(a)
+
+
+def _timestamp_each(a: pa.Array) -> pa.Array:
+    """Zoned and zone-less values mixed: each value's form decides, so that a value fails or passes
+    the same way alone as in any slice (what the bisection that finds bad values relies on)."""
+    zoned = pc.fill_null(pc.match_substring_regex(a, _ZONED), False)
+    nulls = pa.nulls(len(a), pa.string())
+    aware = pc.if_else(zoned, a, nulls).cast(_TS_UTC)
+    naive = pc.if_else(zoned, nulls, a).cast(_TS).cast(_TS_UTC)
     return pc.if_else(zoned, aware, naive)
 
 
@@ -258,7 +271,7 @@ _TEXT: dict[str, _Conv] = {
     "FLOAT64": _text(lambda a: a.cast(pa.float64())),
     "DATE": _text(lambda a: a.cast(pa.date32())),
     "DATETIME": _text(lambda a: a.cast(_TS)),
-    "TIMESTAMP": _text(_timestamp),
+    "TIMESTAMP": _text_or(_timestamp, _blank_to_null(_strict(_timestamp_each))),
     "TIME": _blank_to_null(_strict(_time)),
     "BOOL": _text_or(lambda a: a.cast(pa.bool_()), _blank_to_null(_bool)),
     "BIGNUMERIC": _blank_to_null(_bignumeric),
