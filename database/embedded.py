@@ -59,11 +59,34 @@ def ensure_database(url: str, name: str) -> None:
         engine.dispose()
 
 
-def stop(data_dir: Path) -> None:
-    """Stop the embedded server under data_dir (tests; `caf` leaves it running)."""
-    import logging
+def stop(data_dir: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the embedded server under data_dir, whoever attached to it (tests; `caf` leaves it running).
 
-    import pgserver
+    pgserver stops a server only when the last process that attached to it detaches with a
+    cleanup mode, and the handle `start(stop_at_exit=False)` registered never does, so asking
+    pgserver leaves the server running after the caller exits. The postmaster named in
+    `postmaster.pid` is sent SIGINT (PostgreSQL's "fast" shutdown: clients disconnected, data
+    flushed) and waited for. Returns True when a running server was stopped.
+    """
+    import signal
 
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-    pgserver.get_server(data_dir / "pg", cleanup_mode="stop").cleanup()
+    import psutil
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = (data_dir / "pg").resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    process = info.process if info is not None else None
+    if process is None:
+        return False
+    # A stale postmaster.pid may name a pid reused by another program: only a postgres serving
+    # this data directory is signalled.
+    try:
+        if process.name() != "postgres" or str(pgdata) not in " ".join(process.cmdline()):
+            return False
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        process.kill()
+    return True

@@ -123,3 +123,22 @@ def test_log_lines_carry_labels(fmt: str, capsys: pytest.CaptureFixture[str]) ->
         assert payload["rows_loaded"] == 5
     else:
         assert "loaded 5 rows" in line and "bucket=landing" in line
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_secret_in_a_bound_label_never_reaches_the_log(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Labels come from events (object names, ids): whatever they carry is masked like the message."""
+    import logging
+
+    import logs
+
+    logs.configure(fmt, "INFO")
+    with logs.bind(object="exports/orders.csv?password=hunter2", event_id="token: hunter2"):
+        logging.getLogger("caf.test").info("loading")
+    captured = capsys.readouterr()
+    line = (captured.out if fmt == "json" else captured.err).strip().splitlines()[-1]
+    assert "loading" in line and "exports/orders.csv?password=" in line  # the label is there...
+    assert "hunter2" not in line  # ...without the secret
+    if fmt == "json":
+        labels = json.loads(line)["logging.googleapis.com/labels"]
+        assert labels["object"] == "exports/orders.csv?password=***"

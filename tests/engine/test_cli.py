@@ -100,13 +100,10 @@ def test_freshness_exits_1_when_stale(caf, deps) -> None:
 
 
 def test_reprocess_reloads_without_duplicates_and_reruns_downstream(caf, deps, tmp_path: Path) -> None:
-    """End to end through the real ingestion (handlers.raw_file); skipped while it is not available."""
-    support = pytest.importorskip("tests.handlers.ingest_support")
-    from handlers import raw_file
+    """End to end through the real ingestion (handlers.raw_file), the path `caf batch reprocess` takes."""
+    from tests.handlers.ingest_support import Ingest
 
-    if not hasattr(raw_file, "reprocess"):
-        pytest.skip("handlers.raw_file.reprocess is not available yet")
-    ingest = support.Ingest(deps, tmp_path)
+    ingest = Ingest(deps, tmp_path)
     ingest.register(textwrap.dedent("""
         dataset: sales
         table: orders

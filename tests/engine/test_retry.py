@@ -112,3 +112,29 @@ def test_message_delivered_before_its_time_raises_transient(deps, clock) -> None
                                   not_before=clock() + timedelta(minutes=5)).encoded()
     with pytest.raises(TransientError, match="not due"):
         handler.handle("task", PubSubMessage(data=data, attributes=attrs), deps)
+
+
+def test_child_waits_for_a_parent_that_is_retrying(deps, clock) -> None:
+    """Fan-in: one parent succeeds while the other waits for its retry; the child must not run yet.
+
+    The local bus delivers in order, so with two healthy parents the second always finishes
+    before the child's message arrives: the transient failure is what opens the gap.
+    """
+    clock.frozen = True
+    ids = define(deps, py("fast", dag="fan_in"), py("flaky", dag="fan_in", max_attempts=3),
+                 py("child", "fast", "flaky", dag="fan_in"))
+    callables.FAILURES["flaky"] = [transient("warehouse busy")]
+    batch_id = scheduler.start_batch(deps, name="fan_in", trigger="cli")
+    drain(deps)
+    waiting = runs(deps, batch_id)
+    assert (waiting["fast"]["status"], waiting["flaky"]["status"]) == ("SUCCESS", "PROCESSING")
+    assert waiting["child"]["attempt"] == 0, "child released while a parent is still pending"
+    assert task_messages(deps, ids["child"]) == [] and callables.calls("child") == 0
+
+    clock.advance(deps.settings.tasks.backoff_max_seconds)
+    drain(deps)
+    assert callables.ORDER == ["fast", "flaky", "flaky", "child"]
+    assert len(task_messages(deps, ids["child"])) == 1
+    assert {n: r["status"] for n, r in runs(deps, batch_id).items()} == dict.fromkeys(("fast", "flaky", "child"),
+                                                                                    "SUCCESS")
+    assert batch(deps, batch_id).status == "SUCCESS"

@@ -131,9 +131,14 @@ def test_pubsub_decoder_accepts_clean_messages_or_raises_malformed(body: Any) ->
 MAGIC = {"csv": b"", "tsv": b"", "ndjson": b"{", "json": b"[", "parquet": b"PAR1", "xlsx": b"PK\x03\x04"}
 
 
+# Lines mixing good rows with ragged ones, non-objects and broken JSON: the row numbering cases.
+LINES = ["a,b", "1,2", "1", "1,2,3", "", '{"a": 1}', '{"a": 1, "b": [2]}', "{", "[1]", "7"]
+
+
 @settings(max_examples=120, deadline=None, database=None)
 @given(fmt=st.sampled_from(sorted(MAGIC)), gz=st.booleans(), magic=st.booleans(),
-       body=st.binary(max_size=600) | st.text(max_size=300).map(str.encode))
+       body=st.binary(max_size=600) | st.text(max_size=300).map(str.encode)
+       | st.lists(st.sampled_from(LINES), max_size=8).map(lambda lines: "\n".join(lines).encode()))
 def test_readers_turn_any_bytes_into_batches_or_a_source_error(fmt: str, gz: bool, magic: bool, body: bytes) -> None:
     from errors import PermanentError
     from pipeline.read import read_batches
@@ -143,12 +148,17 @@ def test_readers_turn_any_bytes_into_batches_or_a_source_error(fmt: str, gz: boo
     if gz:
         raw = gzip.compress(raw)[: max(10, len(raw) // (2 if magic else 1))]  # sometimes truncated, too
     options = SourceOptions(format=fmt, gzip=gz, block_size=1 << 16, max_decompressed_bytes=1 << 20)
+    numbers: list[int] = []
     try:
         for batch in read_batches(io.BytesIO(raw), options, name="hostile"):
             assert isinstance(batch, SourceBatch)
-            assert batch.data.num_rows + len(batch.bad_rows) >= 0
+            assert batch.columns == batch.data.schema.names
+            numbers += batch.row_numbers().tolist() + [b.row for b in batch.bad_rows]
     except PermanentError:
         pass
+    # Whatever was read before any error: every row, good or bad, has its own 1-based number.
+    assert all(n >= 1 for n in numbers)
+    assert len(numbers) == len(set(numbers)), sorted(numbers)
 
 
 # -- random dialects and unicode through the full handler ----------------------------------------------
