@@ -183,7 +183,10 @@ def on_limit_refused(deps: Deps, task_log_id: int, message: str) -> bool:
 
 
 def on_batch_done(deps: Deps, batch_id: int) -> bool:
-    """A batch that ran tasks ended (SUCCESS or ERROR): one alert per batch and restart."""
+    """A batch that ran tasks ended (SUCCESS or ERROR): one alert per batch and restart.
+
+    A batch whose every task was skipped (a wait_for_files gate still waiting) ran nothing: no alert.
+    """
     return _hook(deps, "batch_done", lambda session: _batch_alert(session, batch_id))
 
 
@@ -255,10 +258,13 @@ def _task_alert(session: Session, task_log_id: int, limit_message: str | None) -
 def _batch_alert(session: Session, batch_id: int) -> Alert | None:
     row = session.execute(text(
         "SELECT b.status, b.trigger, b.root, b.summary, b.started_at, b.finished_at, b.tenant_id,"
-        " (SELECT count(*) FROM task_log l WHERE l.batch_id = b.id) AS runs FROM task_batch b WHERE b.id = :id"),
-        {"id": batch_id}).mappings().first()
+        " (SELECT count(*) FROM task_log l WHERE l.batch_id = b.id) AS runs,"
+        " (SELECT count(*) FROM task_log l WHERE l.batch_id = b.id AND l.status <> 'SKIPPED') AS ran"
+        " FROM task_batch b WHERE b.id = :id"), {"id": batch_id}).mappings().first()
     if row is None or row["status"] == "PROCESSING" or not row["runs"]:
         return None  # still running, or a file batch without tasks (its file is alerted on its own)
+    if not row["ran"]:
+        return None  # every task skipped (a gate still waiting): nothing ran, nothing succeeded
     summary = row["summary"] or {}
     counts = summary.get("counts") or {}
     failed = ", ".join(f["task"] for f in summary.get("failed") or [] if isinstance(f, dict) and f.get("task"))

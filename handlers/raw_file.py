@@ -39,6 +39,10 @@ class TooManyBadRows(PermanentError):
     pass
 
 
+class AllRowsRejected(PermanentError):
+    """Every data row was rejected: not a success, even within `max_bad_records`."""
+
+
 def handle(ref: ObjectRef, deps: Deps) -> None:
     """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises."""
     with logs.bind(**ref.labels()):
@@ -119,6 +123,12 @@ def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: Deps, context: dict[str
                 f"{staged.rows_rejected} row(s) rejected, more than max_bad_records={table.max_bad_records}; "
                 f"nothing loaded. {staged.describe()} — see {staged.quarantine_uri}"
             )
+        if staged.rows_rejected and not staged.rows_staged:
+            raise AllRowsRejected(
+                f"all {staged.rows_rejected} row(s) rejected; nothing loaded (max_bad_records="
+                f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
+                f"{staged.describe()} — see {staged.quarantine_uri}"
+            )
         return _load_and_record(ref, claim, table, staged, deps, batch_id)
 
 
@@ -135,6 +145,9 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
         fields: dict[str, Any] = {"rows_read": staged.rows_read, "rows_rejected": staged.rows_rejected,
                                   "staged_uri": staged.staged_uri, "quarantine_uri": staged.quarantine_uri,
                                   "error_message": None}
+        if staged.rows_rejected:  # within max_bad_records: loaded, but say so (the page and CLI show it)
+            fields["detail"] = (f"{staged.rows_rejected} row(s) rejected, within max_bad_records="
+                                f"{table.max_bad_records}; see the quarantine rows")
         if newer is not None:
             fields.update(rows_loaded=None, detail=f"superseded by generation {newer}; not loaded")
             loaded = 0

@@ -5,6 +5,10 @@ file loaded in this batch, or one loaded since the gate last passed. Each file i
 one pass only (evaluation is serialised per gate with an advisory lock and the consumed file ids
 are reserved in the same transaction). When a table is still missing the gate is SKIPPED, "waiting
 for files: ...", and so is everything below it; the batch of the file that completes the set runs them.
+
+That "new files" rule is for file-triggered batches only. A batch started on purpose — `caf run`, a
+schedule, `caf batch reprocess` — runs with the newest loaded file of each table (as a dbt or Airflow
+re-run would) and consumes nothing, so the next file-triggered pass still waits for new files.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ from database.session import unit_of_work
 from engine.kinds.base import Done, Outcome, Skip, TaskContext
 
 
+FILE_TRIGGERS = ("file",)
+"""Batch triggers that follow the "new files" rule; any other trigger runs with the latest files."""
+
+
 def start(ctx: TaskContext) -> Outcome:
     tables = [str(t) for t in ctx.task.config.get("tables") or []]
+    if ctx.batch.trigger not in FILE_TRIGGERS:
+        return _latest(ctx, tables)
     with unit_of_work(ctx.deps.sessions) as session:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"caf-gate:{ctx.task.id}"))))
         found = {t: f for t in tables if (f := unconsumed_file(session=session, table=t, task_id=ctx.task.id,
@@ -37,6 +47,19 @@ def start(ctx: TaskContext) -> Outcome:
 check = start
 
 
+def _latest(ctx: TaskContext, tables: list[str]) -> Outcome:
+    """A manual, scheduled or reprocess batch: the newest loaded file of each table, nothing consumed."""
+    from engine.freshness import latest_file
+
+    with unit_of_work(ctx.deps.sessions) as session:
+        found = {t: f for t in tables if (f := latest_file(session=session, table=t, batch_id=ctx.run.batch_id))}
+    missing = [t for t in tables if t not in found]
+    if missing:
+        return Skip(f"waiting for files: {', '.join(missing)} (no file loaded yet)",
+                    {"waiting_for": missing, "seen": found})
+    return Done({"files": found, "rule": "latest"})
+
+
 def unconsumed_file(*, session: Session, table: str, task_id: int, run_id: int) -> dict[str, Any] | None:
     """The newest SUCCESS file of `dataset.table` newer than the ones gate `task_id` consumed before."""
     dataset, name = table.split(".", 1)
@@ -45,7 +68,8 @@ def unconsumed_file(*, session: Session, table: str, task_id: int, run_id: int) 
         " JOIN tables tb ON tb.id = f.table_id JOIN domain d ON d.id = tb.domain_id"
         " WHERE d.name = :ds AND tb.name = :tb AND f.status = 'SUCCESS' AND f.id > COALESCE(("
         "  SELECT max((l.output->'files'->CAST(:t AS text)->>'file_id')::bigint) FROM task_log l"
-        "  WHERE l.task_id = :task AND l.id <> :run AND l.status IN ('SUCCESS', 'PROCESSING')), 0)"
+        "  WHERE l.task_id = :task AND l.id <> :run AND l.status IN ('SUCCESS', 'PROCESSING')"
+        "  AND l.output->>'rule' IS DISTINCT FROM 'latest'), 0)"
         " ORDER BY f.id DESC LIMIT 1"), {"ds": dataset, "tb": name, "t": table, "task": task_id, "run": run_id}
     ).first()
     if row is None:

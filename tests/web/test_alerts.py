@@ -215,3 +215,23 @@ def _run_ids(deps: Any, batch_id: int) -> dict[str, int]:
         rows = session.execute(text("SELECT t.name, l.id FROM task_log l JOIN tasks t ON t.id = l.task_id"
                                     " WHERE l.batch_id = :b"), {"b": batch_id}).all()
     return {name: run_id for name, run_id in rows}
+
+
+def test_all_rejected_file_alerts_and_all_skipped_batch_does_not(alerting, hooks: Hooks, ingest) -> None:
+    from tests.engine.conftest import define, drain, runs
+
+    ingest.register(ORDERS)  # max_bad_records: 2
+    bad = ingest.load("sales/orders/all-bad.csv", "Order ID,amount,order_date,note\n1,x,2026-11-01,a\n")
+    assert bad.status == "ERROR"
+    assert [b["text"] for b in hooks.bodies("slack")] == ["CAF file failed: all-bad.csv"]
+
+    define(alerting, {"name": "ready", "kind": "wait_for_files", "on_file": ["sales.orders"],
+                      "wait_for_files": {"tables": ["sales.orders", "sales.customers"]}},
+           {"name": "after", "kind": "python", "python": {"callable": "engine.kinds.python:noop"},
+            "depends_on": ["ready"]})
+    alerting.clock.advance(61)
+    waiting = ingest.load("sales/orders/ok.csv", ORDERS_CSV)
+    drain(alerting)
+    assert {r["status"] for r in runs(alerting, waiting.batch_id).values()} == {"SKIPPED"}
+    assert alerts.on_batch_done(alerting, waiting.batch_id) is False
+    assert not [b for b in hooks.bodies("slack") if b["text"].startswith("CAF batch")]
