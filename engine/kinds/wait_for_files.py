@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from database.session import unit_of_work
 from engine.kinds.base import Done, Outcome, Skip, TaskContext
 
-
 FILE_TRIGGERS = ("file",)
 """Batch triggers that follow the "new files" rule; any other trigger runs with the latest files."""
 

@@ -7,7 +7,8 @@ Actions (retry a file, restart a batch) are a GET that shows a confirmation form
 acts; POSTs authenticated by the cookie carry a CSRF token. No JavaScript.
 
     /                      overview: counts, last hours' metrics, recent errors and batches
-    /files                 files, filtered by status, table and day; /files/ID, /files/ID/quarantine
+    /files                 files, filtered by status, table and day; /files/ID
+    /files/ID/rejected     a file's rejected rows as a page; /files/ID/quarantine the raw NDJSON object
     /files/ID/retry        confirm (GET) / retry (POST) a file in ERROR
     /batches, /batches/ID  batches; one batch with its task DAG as SVG (/batches/ID/dag.svg alone)
     /batches/ID/restart    confirm (GET) / restart (POST) the failed and skipped runs of a batch
@@ -34,12 +35,15 @@ if TYPE_CHECKING:
     from app.deps import Deps
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+REFRESH_SECONDS = 5
+"""How often a page showing a running batch reloads itself."""
 _ID = r"(?P<id>\d{1,18})"
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(f"^{rx}$")) for name, rx in (
     ("overview", "/"),
     ("files", "/files"),
     ("file", f"/files/{_ID}"),
     ("quarantine", f"/files/{_ID}/quarantine"),
+    ("rejected", f"/files/{_ID}/rejected"),
     ("retry", f"/files/{_ID}/retry"),
     ("batches", "/batches"),
     ("batch", f"/batches/{_ID}"),
@@ -113,8 +117,11 @@ def response(body: str | bytes, status: int = 200, *, mimetype: str = "text/html
 
 
 def render(template: str, caller: Caller | None, *, status: int = 200, **context: Any) -> Response:
+    """Render a page; `refresh="/path"` makes it reload itself (no JavaScript) while something runs."""
     context.setdefault("notice", None)
     context.setdefault("section", None)
+    context.setdefault("refresh", None)
+    context.setdefault("refresh_seconds", REFRESH_SECONDS)
     html = environment().get_template(template).render(tenant=caller.tenant if caller else None, **context)
     return response(html, status)
 

@@ -16,9 +16,16 @@ from sqlalchemy.orm import Session
 _FILE_COLUMNS = (
     "f.id, f.bucket, f.name, f.generation, f.status, f.size, f.rows_read, f.rows_loaded, f.rows_rejected,"
     " f.error_message, f.detail, f.quarantine_uri, f.staged_uri, f.archived_uri, f.batch_id, f.attempts,"
-    " f.created_at, f.finished_at, f.claimed_at, f.tenant_id, d.name || '.' || tb.name AS tbl"
+    " f.created_at, f.finished_at, f.claimed_at, f.tenant_id, d.name || '.' || tb.name AS tbl,"
+    " nv.newer_id, nv.newer_status"
 )
-_FILE_FROM = " FROM files f LEFT JOIN tables tb ON tb.id = f.table_id LEFT JOIN domain d ON d.id = tb.domain_id"
+# The newest later version of the same object: an ERROR followed by one was retried (page, re-upload).
+_FILE_FROM = (
+    " FROM files f LEFT JOIN tables tb ON tb.id = f.table_id LEFT JOIN domain d ON d.id = tb.domain_id"
+    " LEFT JOIN LATERAL (SELECT g.id AS newer_id, g.status AS newer_status FROM files g"
+    "  WHERE g.bucket = f.bucket AND g.name = f.name AND g.generation > f.generation"
+    "  AND g.tenant_id = f.tenant_id ORDER BY g.generation DESC LIMIT 1) nv ON true"
+)
 
 
 def scope(*, session: Session, tenant: str) -> None:

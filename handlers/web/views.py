@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("caf.web")
 OVERVIEW_HOURS = 24
 MAX_QUARANTINE_BYTES = 20 << 20
+MAX_REJECTED_SHOWN = 1000
 NOTICES = {"retried": "The file was delivered again; its outcome is below.",
            "restarted": "The failed and skipped tasks were queued again."}
 
@@ -69,7 +70,21 @@ def overview(request: Any, deps: Deps, caller: Caller) -> Response:
         recent = queries.batches(session=session, tenant=caller.tenant, limit=10)
         metrics = summary(session=session, since=since, tenant=caller.tenant)
     return render("overview.html", caller, section="Overview", counts=counts, errors=errors, batches=recent,
-                  metrics=metrics, hours=OVERVIEW_HOURS, notice=_notice(request))
+                  metrics=metrics, hours=OVERVIEW_HOURS, notice=_notice(request),
+                  refresh="/" if _running(recent) else None)
+
+
+def _here(path: str, **filters: str | None) -> str:
+    """The page's own URL from its validated filters (what its auto-refresh reloads)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in filters.items() if v})
+    return f"{path}?{query}" if query else path
+
+
+def _running(rows: list[dict[str, Any]]) -> bool:
+    """Any batch or run on the page still moving: the page reloads itself until it ends."""
+    return any(r.get("status") == "PROCESSING" for r in rows)
 
 
 def files(request: Any, deps: Deps, caller: Caller) -> Response:
@@ -96,6 +111,7 @@ def file(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     row = _file(deps, caller, int(id))
     detail = row["detail"] or ""
     retried_as = detail.removeprefix("retried as file ") if detail.startswith("retried as file ") else None
+    retried_as = retried_as or (str(row["newer_id"]) if row["newer_id"] else None)
     return render("file.html", caller, section="Files", f=row, reason=error_reason(row["error_message"]),
                   retried_as=retried_as, notice=_notice(request))
 
@@ -122,6 +138,32 @@ def quarantine(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     return response(data, mimetype="text/plain", headers={"Content-Disposition": f'inline; filename="{name}"'})
 
 
+def rejected(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
+    """The rejected rows of a file as a page (row, reason, raw values), linking back to the file."""
+    import json
+
+    row = _file(deps, caller, int(id))
+    where = actions.object_of(row["quarantine_uri"], deps.settings)
+    if where is None:
+        raise actions.NotFound(f"file {id} has no quarantine object")
+    rows: list[dict[str, Any]] = []
+    total = 0
+    with deps.storage.open_read(*where) as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            total += 1
+            if len(rows) < MAX_REJECTED_SHOWN:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    item = {"raw": line.decode("utf-8", "replace")}
+                raw = item.get("raw")
+                rows.append({"row": item.get("row"), "reason": item.get("reason"),
+                             "raw": raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)})
+    return render("rejected.html", caller, section="Files", f=row, rows=rows, total=total)
+
+
 def retry(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     file_id = int(id)
     row = _file(deps, caller, file_id)
@@ -143,7 +185,7 @@ def batches(request: Any, deps: Deps, caller: Caller) -> Response:
     with _session(deps, caller) as session:
         rows = queries.batches(session=session, tenant=caller.tenant, status=status)
     return render("batches.html", caller, section="Batches", batches=rows, statuses=BATCH_STATUSES,
-                  filters={"status": status})
+                  filters={"status": status}, refresh=_here("/batches", status=status) if _running(rows) else None)
 
 
 def _batch(deps: Deps, caller: Caller, batch_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], str,
@@ -162,7 +204,8 @@ def batch(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     row, runs, svg, files = _batch(deps, caller, int(id))
     can_restart = row["status"] != "PROCESSING" and any(r["status"] in ("ERROR", "SKIPPED") for r in runs)
     return render("batch.html", caller, section="Batches", b=row, runs=runs, svg=svg, files=files,
-                  can_restart=can_restart, show_batch=False, notice=_notice(request))
+                  can_restart=can_restart, show_batch=False, notice=_notice(request),
+                  refresh=f"/batches/{row['id']}" if row["status"] == "PROCESSING" else None)
 
 
 def dag_svg(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
@@ -192,7 +235,8 @@ def runs(request: Any, deps: Deps, caller: Caller) -> Response:
     with _session(deps, caller) as session:
         rows = _with_state(queries.runs(session=session, tenant=caller.tenant, status=status, kind=kind))
     return render("runs.html", caller, section="Task runs", runs=rows, statuses=TASK_STATUSES, kinds=TASK_KINDS,
-                  filters={"status": status, "kind": kind}, show_batch=True)
+                  filters={"status": status, "kind": kind}, show_batch=True,
+                  refresh=_here("/runs", status=status, kind=kind) if _running(rows) else None)
 
 
 def tables(request: Any, deps: Deps, caller: Caller) -> Response:
