@@ -147,20 +147,20 @@ def rejected(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     if where is None:
         raise actions.NotFound(f"file {id} has no quarantine object")
     rows: list[dict[str, Any]] = []
-    total = 0
     with deps.storage.open_read(*where) as fh:
-        for line in fh:
+        for line in fh:  # only the first rows are read: the file row knows how many there are
+            if len(rows) >= MAX_REJECTED_SHOWN:
+                break
             if not line.strip():
                 continue
-            total += 1
-            if len(rows) < MAX_REJECTED_SHOWN:
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    item = {"raw": line.decode("utf-8", "replace")}
-                raw = item.get("raw")
-                rows.append({"row": item.get("row"), "reason": item.get("reason"),
-                             "raw": raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)})
+            try:
+                item = json.loads(line)
+            except ValueError:
+                item = {"raw": line.decode("utf-8", "replace")}
+            raw = item.get("raw")
+            rows.append({"row": item.get("row"), "reason": item.get("reason"),
+                         "raw": raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)})
+    total = max(int(row["rows_rejected"] or 0), len(rows))
     return render("rejected.html", caller, section="Files", f=row, rows=rows, total=total)
 
 
