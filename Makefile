@@ -26,6 +26,7 @@ demo: $(VENV)/.local-stamp
 lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: $(VENV)/.dev-stamp browser
 	$(BIN)/pytest

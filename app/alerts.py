@@ -18,19 +18,30 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import text
 
 import logs
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
-    from app.deps import Deps
+    from config.settings import Settings
 
 log = logging.getLogger("caf.alerts")
+
+
+class AlertPorts(Protocol):
+    """What alerting reads of `app.deps.Deps`: settings, the clock and metadata sessions."""
+
+    settings: Settings
+    clock: Callable[[], datetime]
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _ROW_DETAIL = re.compile(r"\b(rows? \d+): [^;—]*")
 _KEY_VALUES = re.compile(r"\(([^()=]+)=[^()]*\)")
@@ -47,7 +58,7 @@ def safe_text(value: Any, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def notify(deps: Deps, kind: str, key: str, title: str, fields: dict[str, Any], *, group: str | None = None,
+def notify(deps: AlertPorts, kind: str, key: str, title: str, fields: dict[str, Any], *, group: str | None = None,
            tenant_id: str | None = None, subtitle: str | None = None) -> bool:
     """Post an alert card to every configured webhook, once per `key`; True when at least one took it.
 
@@ -61,7 +72,7 @@ def notify(deps: Deps, kind: str, key: str, title: str, fields: dict[str, Any], 
         return False
 
 
-def _notify(deps: Deps, kind: str, key: str, title: str, fields: dict[str, Any], *, group: str,
+def _notify(deps: AlertPorts, kind: str, key: str, title: str, fields: dict[str, Any], *, group: str,
             tenant_id: str | None, subtitle: str | None) -> bool:
     from adapters.services.alerts import Card, host_label, post
     from errors import CafError
@@ -93,7 +104,7 @@ def _notify(deps: Deps, kind: str, key: str, title: str, fields: dict[str, Any],
     return delivered > 0
 
 
-def _claim(deps: Deps, kind: str, key: str, group: str, tenant_id: str | None) -> tuple[int, int] | None:
+def _claim(deps: AlertPorts, kind: str, key: str, group: str, tenant_id: str | None) -> tuple[int, int] | None:
     """Record the alert unless its key was seen; None = duplicate or rate-limited (recorded as held back)."""
     from sqlalchemy import func, select
 
@@ -139,7 +150,7 @@ def _row(payload: dict[str, Any], now: Any, tenant_id: str | None) -> Any:
     return row
 
 
-def _finish(deps: Deps, record_id: int, state: str, delivered: int) -> None:
+def _finish(deps: AlertPorts, record_id: int, state: str, delivered: int) -> None:
     from sqlalchemy import update
 
     from database.models import Outbox
@@ -164,12 +175,12 @@ class Alert:
     subtitle: str | None = None
 
 
-def on_file_error(deps: Deps, file_id: int) -> bool:
+def on_file_error(deps: AlertPorts, file_id: int) -> bool:
     """A file ended in ERROR: one alert per object version."""
     return _hook(deps, "file_error", lambda session: _file_alert(session, file_id))
 
 
-def on_task_error(deps: Deps, task_log_id: int) -> bool:
+def on_task_error(deps: AlertPorts, task_log_id: int) -> bool:
     """A task run ended in ERROR after its retries: one alert per batch, task and restart.
 
     A run refused by a Power BI daily limit is reported as `limit_refused` (once, not twice).
@@ -177,12 +188,12 @@ def on_task_error(deps: Deps, task_log_id: int) -> bool:
     return _hook(deps, "task_error", lambda session: _task_alert(session, task_log_id, None))
 
 
-def on_limit_refused(deps: Deps, task_log_id: int, message: str) -> bool:
+def on_limit_refused(deps: AlertPorts, task_log_id: int, message: str) -> bool:
     """A refresh was refused because the daily limit was reached: one alert per batch and task."""
     return _hook(deps, "limit_refused", lambda session: _task_alert(session, task_log_id, message))
 
 
-def on_batch_done(deps: Deps, batch_id: int) -> bool:
+def on_batch_done(deps: AlertPorts, batch_id: int) -> bool:
     """A batch that ran tasks ended (SUCCESS or ERROR): one alert per batch and restart.
 
     A batch whose every task was skipped (a wait_for_files gate still waiting) ran nothing: no alert.
@@ -190,7 +201,7 @@ def on_batch_done(deps: Deps, batch_id: int) -> bool:
     return _hook(deps, "batch_done", lambda session: _batch_alert(session, batch_id))
 
 
-def _hook(deps: Deps, kind: str, facts: Callable[[Session], Alert | None]) -> bool:
+def _hook(deps: AlertPorts, kind: str, facts: Callable[[Session], Alert | None]) -> bool:
     if not deps.settings.alerts.webhooks:
         return False
     try:
