@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("benchmarks.import_time", "benchmarks.ingest_csv", "benchmarks.tasks_dag")
+SCRIPTS = ("benchmarks.import_time", "benchmarks.ingest_csv", "benchmarks.small_files", "benchmarks.tasks_dag")
 
 
 def main() -> None:

@@ -88,6 +88,7 @@ def source_options(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts) ->
         block_size=cfg.block_size_bytes,
         max_decompressed_bytes=cfg.max_decompressed_bytes,
         max_field_bytes=cfg.max_field_bytes,
+        read_ahead=ref.size is None or ref.size > cfg.block_size_bytes or gz,
     )
 
 
@@ -246,7 +247,6 @@ def move_processed(ref: ObjectRef, deps: IngestPorts, *, success: bool, file_id:
 
 def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
     """Re-load a SUCCESS file from its staged Parquet under a new batch (same rows, new `_batch_id`)."""
-    import duckdb
     from sqlalchemy import update as sa_update
 
     from database import files as files_db
@@ -254,6 +254,7 @@ def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
     from database.models import File, TaskBatch
     from database.registry import get_registered
     from database.session import unit_of_work
+    from pipeline import scratch
 
     with unit_of_work(deps.sessions) as session:
         file = session.get(File, file_id)
@@ -272,7 +273,7 @@ def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
         source, path = Path(tmp) / "in.parquet", Path(tmp) / "staged.parquet"
         with deps.storage.open_read(bucket, staged_name) as stream, source.open("wb") as out:
             out.write(stream.read())
-        with duckdb.connect() as conn:
+        with scratch.cursor() as conn:
             conn.execute(f"COPY (SELECT * REPLACE ({batch_id}::BIGINT AS _batch_id) FROM read_parquet('{source}')) "
                          f"TO '{path}' (FORMAT parquet)")
         staged_uri = deps.storage.uri(bucket, staged_name)

@@ -51,7 +51,8 @@ def read_batches(stream: BinaryIO, options: SourceOptions, *, name: str) -> Iter
     if options.skip_rows < 0:
         raise SourceError(f"{name}: skip_rows must be 0 or more, not {options.skip_rows}")
     options = replace(options, format=fmt)
-    return _read_ahead(_translated(_reader(fmt)(stream, options, name), name))
+    batches = _translated(_reader(fmt)(stream, options, name), name)
+    return _read_ahead(batches) if options.read_ahead else batches
 
 
 def _reader(fmt: str) -> Any:

@@ -42,6 +42,9 @@ class SourceOptions:
     max_decompressed_bytes: int = 20 << 30
     max_field_bytes: int = 64 << 20
     """Largest single row/field accepted (csv/tsv/ndjson/json)."""
+    read_ahead: bool = True
+    """Parse the next batches in a thread while the caller works on this one; a file of one
+    block gains nothing from it and pays a thread start-up."""
 
 
 class SourceError(PermanentError):

@@ -126,7 +126,7 @@ def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
     """Rows whose key repeats an earlier row of the same file (the first occurrence is kept)."""
     if not keys:
         return []
-    import duckdb
+    from pipeline import scratch
 
     cols = ", ".join(quote_ident(column_name(k)) for k in keys)
     sql = (
@@ -134,7 +134,7 @@ def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
         f"  SELECT _source_row, {cols}, min(_source_row) OVER (PARTITION BY {cols}) AS first_row"
         f"  FROM read_parquet(?)) WHERE _source_row <> first_row ORDER BY _source_row"
     )
-    with duckdb.connect(config={"memory_limit": "128MB"}) as conn:
+    with scratch.cursor() as conn:
         # Cheap aggregate first: the window query below only runs when a key repeats.
         repeated = conn.execute(f"SELECT 1 FROM read_parquet(?) GROUP BY {cols} HAVING count(*) > 1 LIMIT 1",
                                 [str(path)]).fetchone()
@@ -149,14 +149,13 @@ def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
 
 def drop_rows(path: Path, rows: list[int]) -> int:
     """Rewrite the staged Parquet without the given source rows; returns rows kept."""
-    import duckdb
+    from pipeline import scratch
 
     tmp = path.with_suffix(".tmp.parquet")
-    with duckdb.connect(config={"memory_limit": "128MB"}) as conn:
-        conn.execute("CREATE TEMP TABLE drop_rows(r BIGINT)")
-        conn.executemany("INSERT INTO drop_rows VALUES (?)", [[r] for r in rows])
+    with scratch.cursor() as conn:
         conn.execute(f"COPY (SELECT * FROM read_parquet('{_sql_path(path)}') WHERE _source_row NOT IN "
-                     f"(SELECT r FROM drop_rows) ORDER BY _source_row) TO '{_sql_path(tmp)}' (FORMAT parquet)")
+                     f"(SELECT unnest(?::BIGINT[])) ORDER BY _source_row) TO '{_sql_path(tmp)}' (FORMAT parquet)",
+                     [rows])
         kept = conn.execute(f"SELECT count(*) FROM read_parquet('{_sql_path(tmp)}')").fetchone()
     tmp.replace(path)
     return int(kept[0]) if kept else 0

@@ -1,16 +1,21 @@
 """DuckDB warehouse: a BigQuery dataset is a DuckDB schema, with the same table names.
 
 DuckDB allows one writer process per database file. Within a process every operation is
-serialised by a lock; a connection is opened per operation and closed after it, so other
-processes (`caf status` beside `caf serve`) can use the file between operations. A lock
-held by another process surfaces as TransientError (the event is redelivered).
+serialised by a lock. The connection is kept while work flows (opening a DuckDB file costs
+~10 ms and a cold catalog, most of a small file's load) and closed after `idle_seconds`
+without use, which releases the file lock so that other processes (`caf status` beside
+`caf serve`) can open the file. Opening waits up to `lock_wait_seconds` for another process
+to release its lock; a lock still held then surfaces as TransientError (redelivered).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +26,9 @@ from errors import PermanentError, TransientError
 from values.identifiers import column_name, dataset_name, quote_ident, table_name
 from values.tables import LINEAGE_TYPES, TableTarget
 
-_LOCKS: dict[Path, threading.RLock] = {}
-_LOCKS_GUARD = threading.Lock()
+_FILES: dict[Path, _File] = {}
+_FILES_GUARD = threading.Lock()
+_EXITING = threading.Event()
 # DuckDB type (as information_schema reports it) → canonical BigQuery type.
 _FROM_DUCKDB = {v: k for k, v in DUCKDB_TYPES.items() if k != "BIGNUMERIC"} | {
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
@@ -32,49 +38,147 @@ _FROM_DUCKDB = {v: k for k, v in DUCKDB_TYPES.items() if k != "BIGNUMERIC"} | {
 # Bounded memory: DuckDB spills to its temp directory instead of growing past this.
 DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "160MB", "preserve_insertion_order": "false"}
 _PARAM = re.compile(r"(?<![:@\w])[@$](\w+)")
+IDLE_SECONDS = 1.0
+LOCK_WAIT_SECONDS = 5.0
 
 
-def _lock_for(path: Path) -> threading.RLock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path.resolve(), threading.RLock())
+class _File:
+    """One database file's connection in this process, shared by every warehouse object on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.conn: Any = None
+        self.pid = 0
+        self.last_used = 0.0
+        self.reaper: threading.Timer | None = None
+        self.idle_seconds = IDLE_SECONDS
+        # Columns of tables seen over the open connection; dropped with it (another process may
+        # change the file once the lock is released) and after any statement that may alter them.
+        self.columns: dict[tuple[str, str], dict[str, str]] = {}
+
+    def open(self, lock_wait_seconds: float) -> Any:
+        import duckdb
+
+        if self.conn is not None and self.pid == os.getpid():
+            return self.conn
+        self.conn, self.columns = None, {}  # a forked child never uses its parent's connection
+        deadline = time.monotonic() + lock_wait_seconds
+        while True:
+            try:
+                self.conn = duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
+                self.pid = os.getpid()
+                return self.conn
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise TransientError(f"warehouse file {self.path.name} is busy or unreadable: {exc}") from exc
+                time.sleep(0.05)  # another process holds the file: it releases it when idle
+
+    def drop(self) -> None:
+        conn, self.conn, self.columns = self.conn, None, {}
+        if conn is not None and self.pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()  # closing checkpoints the write-ahead log and releases the file lock
+
+    def used(self) -> None:
+        self.last_used = time.monotonic()
+        if self.reaper is None or not self.reaper.is_alive():
+            self.reaper = threading.Timer(self.idle_seconds, self.release_if_idle)
+            self.reaper.daemon = True
+            self.reaper.start()
+
+    def release_if_idle(self) -> bool:
+        """Close the connection if unused for `idle_seconds` (True when closed); else check later."""
+        if not self.lock.acquire(blocking=False):  # in use right now: look again later
+            self.reaper = None
+            self.used()
+            return False
+        try:
+            self.reaper = None
+            if _EXITING.is_set():  # the exit handler closes it, on the main thread
+                return False
+            idle = time.monotonic() - self.last_used
+            if self.conn is not None and idle < self.idle_seconds * 0.9:
+                self.reaper = threading.Timer(self.idle_seconds - idle, self.release_if_idle)
+                self.reaper.daemon = True
+                self.reaper.start()
+                return False
+            self.drop()
+            return True
+        finally:
+            self.lock.release()
+
+
+def _file(path: Path) -> _File:
+    with _FILES_GUARD:
+        key = path.resolve()
+        if key not in _FILES:
+            _FILES[key] = _File(key)
+        return _FILES[key]
+
+
+@atexit.register
+def _close_all() -> None:
+    # On the main thread, before interpreter shutdown: a timer thread still inside DuckDB when
+    # the interpreter stops daemon threads would abort the process.
+    _EXITING.set()
+    for f in list(_FILES.values()):
+        if f.reaper is not None:
+            f.reaper.cancel()
+        if f.lock.acquire(timeout=5):  # also waits for a timer thread that is closing it
+            try:
+                f.drop()
+            finally:
+                f.lock.release()
 
 
 class DuckDbWarehouse:
     file_id_column = "_file_id"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, idle_seconds: float = IDLE_SECONDS,
+                 lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_for(path)
+        self._file = _file(path)
+        self._file.idle_seconds = idle_seconds
+        self._lock = self._file.lock
+        self.lock_wait_seconds = lock_wait_seconds
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
+        """The process's connection to the file (opened on demand), under the in-process lock."""
         import duckdb
 
         with self._lock:
-            try:
-                conn = duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
-            except duckdb.IOException as exc:
-                raise TransientError(f"warehouse file {self.path.name} is busy or unreadable: {exc}") from exc
+            conn = self._file.open(self.lock_wait_seconds)
             try:
                 yield conn
-            except duckdb.TransactionException as exc:
-                raise TransientError(f"warehouse transaction conflict: {exc}") from exc
-            except (duckdb.ConversionException, duckdb.ConstraintException, duckdb.BinderException,
-                    duckdb.CatalogException, duckdb.ParserException, duckdb.InvalidInputException) as exc:
-                raise PermanentError(f"warehouse rejected the statement: {exc}") from exc
-            except duckdb.IOException as exc:
-                raise TransientError(f"warehouse I/O error: {exc}") from exc
-            finally:
-                conn.close()
+            except BaseException as exc:
+                self._file.drop()  # state unknown after a failure: the next operation starts afresh
+                if isinstance(exc, duckdb.TransactionException):
+                    raise TransientError(f"warehouse transaction conflict: {exc}") from exc
+                if isinstance(exc, duckdb.ConversionException | duckdb.ConstraintException | duckdb.BinderException
+                              | duckdb.CatalogException | duckdb.ParserException | duckdb.InvalidInputException):
+                    raise PermanentError(f"warehouse rejected the statement: {exc}") from exc
+                if isinstance(exc, duckdb.IOException):
+                    raise TransientError(f"warehouse I/O error: {exc}") from exc
+                raise
+            self._file.used()
+
+    def release_if_idle(self) -> bool:
+        """Close the connection (releasing the file lock) if unused for `idle_seconds`."""
+        return self._file.release_if_idle()
 
     # -- schema ------------------------------------------------------------------------------
     def table_columns(self, dataset: str, table: str) -> dict[str, str] | None:
         with self.connect() as conn:
-            return self._columns(conn, dataset, table)
+            found = self._columns(conn, dataset, table)
+            return dict(found) if found is not None else None
 
-    @staticmethod
-    def _columns(conn: Any, dataset: str, table: str) -> dict[str, str] | None:
+    def _columns(self, conn: Any, dataset: str, table: str) -> dict[str, str] | None:
+        cached = self._file.columns.get((dataset, table))
+        if cached is not None:
+            return cached
         rows = conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
@@ -82,7 +186,9 @@ class DuckDbWarehouse:
         ).fetchall()
         if not rows:
             return None
-        return {name: _FROM_DUCKDB.get(dtype, dtype) for name, dtype in rows}
+        found = {name: _FROM_DUCKDB.get(dtype, dtype) for name, dtype in rows}
+        self._file.columns[(dataset, table)] = found
+        return found
 
     def ensure_table(self, target: TableTarget, *, add_columns: bool = True) -> None:
         schema, table = quote_ident(dataset_name(target.dataset)), quote_ident(table_name(target.table))
@@ -94,6 +200,7 @@ class DuckDbWarehouse:
                 cols += [f"{quote_ident(n)} {duckdb_type(t)}" for n, t in LINEAGE_TYPES.items()]
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{table} ({', '.join(cols)})")
+                self._file.columns.pop((target.dataset, target.table), None)
                 return
             for col in target.columns:
                 have = existing.get(col.name)
@@ -102,6 +209,7 @@ class DuckDbWarehouse:
                     if not add_columns:
                         raise PermanentError(f"column {col.name} is not in warehouse table "
                                              f"{target.dataset}.{target.table}")
+                    self._file.columns.pop((target.dataset, target.table), None)
                     conn.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN "
                                  f"{quote_ident(column_name(col.name))} {duckdb_type(col.type, col.mode)}")
                 elif have != want and not (col.type == "BIGNUMERIC" and have == "STRING"):
@@ -162,6 +270,7 @@ class DuckDbWarehouse:
         """Run SQL with named parameters; `@name` (BigQuery style) is accepted as `$name`."""
         sql = _PARAM.sub(lambda m: f"${m.group(1)}", sql)
         with self.connect() as conn:
+            self._file.columns.clear()  # arbitrary SQL may create, alter or drop tables
             cursor = conn.execute(sql, params or {})
             columns = [d[0] for d in cursor.description] if cursor.description else []
             rows = cursor.fetchall() if cursor.description else []
@@ -176,7 +285,9 @@ class DuckDbWarehouse:
             return int(conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0])
 
     def close(self) -> None:
-        return None
+        """Close the connection now (it reopens on the next operation)."""
+        with self._lock:
+            self._file.drop()
 
 
 def _top_level_columns(conn: Any, source: str) -> list[str]:
