@@ -27,7 +27,7 @@ def handle_raw_file(event: Any) -> None:
 @cloud_event_target
 def handle_pubsub(event: Any) -> None:
     """`google.cloud.pubsub.topic.v1.messagePublished` → routed on the message attributes."""
-    routes.pubsub(PubSubMessage.from_push_body(event.get_data()))
+    routes.pubsub(PubSubMessage.from_push_body(event.get_data(), source=event["source"]))
 
 
 @functions_framework.http

@@ -22,13 +22,19 @@ def pubsub_event(data: bytes, attributes: dict[str, str], message_id: str) -> An
     from cloudevents.http import CloudEvent
 
     now = datetime.now(UTC).isoformat()
+    published = _publish_time(message_id)  # stable across redeliveries, as Pub/Sub's publishTime is
     return CloudEvent(
         {"type": PUBSUB_PUBLISHED, "source": "//pubsub.googleapis.com/projects/local/topics/caf-events",
          "id": f"local-{message_id}-{uuid.uuid4().hex[:8]}", "time": now, "datacontenttype": "application/json"},
         {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": message_id,
-                     "publishTime": now},
+                     "publishTime": published},
          "subscription": "projects/local/subscriptions/caf"},
     )
+
+
+@functools.lru_cache(maxsize=65536)
+def _publish_time(message_id: str) -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def deliver(data: bytes, attributes: dict[str, str], message_id: str) -> None:

@@ -72,6 +72,10 @@ def _unclaimed(deps: TaskPorts, task: TaskRow, run: RunRow, attempt: int, check:
         return None
     if run.lease_until is None:
         retry.ensure_due(run.not_before, now)  # early: TransientError, Pub/Sub redelivers later
+        if run.not_before is not None and run.not_before > now:
+            # Inside the message's clock-skew allowance but not claimable yet: acknowledging it
+            # would lose the only message of this attempt, so have it redelivered.
+            raise TransientError(f"task {task.name} attempt {attempt} is not due yet")
         return None
     if run.lease_until <= now:
         scheduler.expire(deps, task, run)

@@ -33,7 +33,7 @@ def handle(route: str, message: PubSubMessage, deps: Deps) -> None:
     if route == "file_loaded":
         file_loaded(data, deps)
     elif route == "task" and "batch_id" not in data:
-        trigger(data, deps, message_id=message.message_id)
+        trigger(data, deps, message_id=message.delivery_key)
     elif route in ("task", "dataform", "powerbi"):
         from engine import runner
 

@@ -112,6 +112,17 @@ class PubSubMessage:
     attributes: dict[str, str] = field(default_factory=dict)
     message_id: str | None = None
     publish_time: datetime | None = None
+    origin: str | None = None
+    """Where the message came from: the push body's subscription, else the CloudEvent source (topic)."""
+
+    @property
+    def delivery_key(self) -> str | None:
+        """Identifies one published message across redeliveries, scoped so that it cannot collide:
+        message ids are unique only per topic, and an emulator restarts them at "1"."""
+        if not self.message_id:
+            return None
+        when = self.publish_time.isoformat() if self.publish_time else ""
+        return f"{self.origin or ''}|{self.message_id}|{when}"
 
     def json(self) -> dict[str, Any]:
         value = _json(self.data, "Pub/Sub message data") if self.data else {}
@@ -120,8 +131,11 @@ class PubSubMessage:
         return value
 
     @classmethod
-    def from_push_body(cls, body: Any) -> PubSubMessage:
-        """Decode `{"message": {"data": base64, "attributes": {...}, "messageId": ...}}`."""
+    def from_push_body(cls, body: Any, *, source: str | None = None) -> PubSubMessage:
+        """Decode `{"message": {"data": base64, "attributes": {...}, "messageId": ...}}`.
+
+        `source` is the CloudEvent's source (the topic), used when the body names no subscription.
+        """
         if isinstance(body, bytes | str):
             body = _json(body, "Pub/Sub envelope")
         if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
@@ -147,6 +161,7 @@ class PubSubMessage:
             attributes=dict(attributes),
             message_id=message_id,
             publish_time=parse_time(msg.get("publishTime") or msg.get("publish_time")),
+            origin=_origin(body.get("subscription"), source),
         )
 
     def to_push_body(self) -> dict[str, Any]:
@@ -197,6 +212,13 @@ class OutgoingMessage:
         if self.not_before is not None:
             attrs["not_before"] = self.not_before.isoformat()
         return json.dumps(self.data, separators=(",", ":"), default=str).encode(), attrs
+
+
+def _origin(subscription: Any, source: Any) -> str | None:
+    for value in (subscription, source):
+        if isinstance(value, str) and value and _clean(value):
+            return value[:300]
+    return None
 
 
 def _json(raw: bytes | str, what: str) -> Any:

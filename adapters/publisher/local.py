@@ -11,6 +11,7 @@ import heapq
 import itertools
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +27,9 @@ class LocalBus:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._queue: list[tuple[datetime, int, bytes, dict[str, str], int]] = []
         self._ids = itertools.count(1)
+        # Message ids unique beyond this bus (another process's bus also starts at 1), as trigger
+        # deduplication keys on them.
+        self._prefix = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self.deliver: Deliver | None = None
@@ -40,7 +44,7 @@ class LocalBus:
             seq = next(self._ids)
             heapq.heappush(self._queue, (due, seq, data, attrs, 0))
             self.published.append(message)
-        return str(seq)
+        return f"{self._prefix}-{seq}"
 
     def pending(self) -> int:
         with self._lock:
@@ -69,7 +73,7 @@ class LocalBus:
                 _, seq, data, attrs, tries = item
                 delivered += 1
                 try:
-                    self.deliver(data, attrs, str(seq))
+                    self.deliver(data, attrs, f"{self._prefix}-{seq}")
                 except Exception as exc:  # noqa: BLE001 - the platform's view: a failed delivery
                     self._redeliver(seq, data, attrs, tries, exc)
         return delivered
