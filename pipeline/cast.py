@@ -16,6 +16,7 @@ import binascii
 import datetime as dt
 import decimal
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ _TIME = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$"
 # the time is required, or the day of a plain date (`2024-01-02`) would read as a `-02` zone.
 _ZONED = r"[T ]\d\d(:?\d\d(:?\d\d(\.\d+)?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$"
 _BIGNUMERIC = r"^[+-]?(\d{1,38}(\.\d{0,38})?|\.\d{1,38})$"
+_MIDNIGHT = r"^(\d{4}-\d\d-\d\d)[T ]00(:00(:00(\.0*)?)?)?$"  # a date written as a datetime (Excel)
+_TIME_OF_DAY = re.compile(r"^\s*\d{4}-\d\d-\d\d[T ](\d\d(:\d\d(:\d\d(\.\d+)?)?)?)")
 _TS_UTC = pa.timestamp("us", tz="UTC")
 _TS = pa.timestamp("us")
 
@@ -60,8 +63,19 @@ def convert(arr: pa.Array, bq_type: str, mode: str = "NULLABLE", *, column: str)
     except pa.ArrowInvalid as exc:
         # A conversion that fails on the column but on none of its values alone (a mix the
         # bisection cannot pin down) is still a property of the file: recorded, not retried.
-        raise PermanentError(f"column {column}: its values cannot be loaded as {bq_type}: {exc}") from exc
-    return typed, [(p, f"column {column}: {_show(arr[p].as_py())} is not a valid {bq_type}") for p in bad]
+        raise PermanentError(f"column {column}: cannot parse its values as {bq_type}: {exc}") from exc
+    return typed, [(p, _reason(arr[p].as_py(), bq_type, column)) for p in bad]
+
+
+def _reason(value: Any, bq_type: str, column: str) -> str:
+    reason = f"column {column}: {_show(value)} is not a valid {bq_type}"
+    if bq_type == "DATE":
+        if isinstance(value, dt.datetime):
+            return f"{reason}: it has a time of day ({value.time().isoformat()})"
+        found = _TIME_OF_DAY.match(value) if isinstance(value, str) else None
+        if found and found.group(1).strip("0:."):  # at midnight the date itself is what is wrong
+            return f"{reason}: it has a time of day ({found.group(1)})"
+    return reason
 
 
 def _plain(arr: pa.Array) -> pa.Array:
@@ -269,7 +283,8 @@ _TEXT: dict[str, _Conv] = {
     "INT64": _text(_int64),
     "NUMERIC": _text(lambda a: a.cast(pa.decimal128(38, 9))),
     "FLOAT64": _text(lambda a: a.cast(pa.float64())),
-    "DATE": _text(lambda a: a.cast(pa.date32())),
+    "DATE": _text_or(lambda a: a.cast(pa.date32()), _blank_to_null(_strict(
+        lambda a: pc.replace_substring_regex(a, _MIDNIGHT, r"\1").cast(pa.date32())))),
     "DATETIME": _text(lambda a: a.cast(_TS)),
     "TIMESTAMP": _text_or(_timestamp, _blank_to_null(_strict(_timestamp_each))),
     "TIME": _blank_to_null(_strict(_time)),
@@ -373,5 +388,5 @@ def _positions(mask: pa.Array) -> list[int]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = repr(value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value)
     return text if len(text) <= 80 else text[:77] + "..."

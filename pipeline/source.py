@@ -73,6 +73,9 @@ class SourceBatch:
     data: pa.RecordBatch
     first_row: int
     bad_rows: list[BadRow] = field(default_factory=list)
+    note: str | None = None
+    """What the reader chose that a person may need to know when the columns do not match
+    (xlsx: which sheet of several it read)."""
 
     def row_numbers(self) -> np.ndarray:
         """The 1-based source row number of every row of `data` (int64)."""

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from errors import PermanentError
 from pipeline.source import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 from values.identifiers import column_name, quote_ident
@@ -49,11 +50,11 @@ class StageResult:
 
 def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column_map: dict[str, str],
                   allow_new_columns: bool, header: bool, lineage: Lineage, path: Path,
-                  max_bad_records: int) -> StageResult:
+                  max_bad_records: int, keys_per_row: bool = False) -> StageResult:
     """Validate and write every batch to `path` (Parquet); collects bad rows.
 
     Stops early (returns) as soon as bad rows exceed `max_bad_records`: the file will fail and
-    reading the rest is wasted work.
+    reading the rest is wasted work. `keys_per_row`: JSON records (see `plan_header`).
     """
     result = StageResult(path=path)
     writer: pq.ParquetWriter | None = None
@@ -64,8 +65,14 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     try:
         for batch in batches:
             if plan is None:
-                plan = plan_header(batch.columns, target, column_map=column_map,
-                                   allow_new_columns=allow_new_columns, header=header)
+                try:
+                    plan = plan_header(batch.columns, target, column_map=column_map,
+                                       allow_new_columns=allow_new_columns, header=header,
+                                       keys_per_row=keys_per_row)
+                except PermanentError as exc:
+                    if batch.note:  # e.g. which sheet of several was read
+                        raise PermanentError(f"{exc}; {batch.note}") from exc
+                    raise
                 result.new_columns = list(plan.new_columns)
             result.rows_read += batch.data.num_rows + len(batch.bad_rows)
             result.bad_rows.extend(batch.bad_rows)

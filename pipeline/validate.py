@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ class HeaderPlan:
     """File column → table column (registered, or new when allowed)."""
     new_columns: list[str]
     """Table names of the file's columns that are not registered (allow_new_columns), in file order."""
+    unknown_keys_reject_rows: bool = False
+    """JSON records: a key that is not a column rejects the rows giving it a value (see plan_header)."""
 
 
 @dataclass
@@ -46,13 +49,19 @@ class ValidatedBatch:
 
 
 def plan_header(columns: list[str], target: TableTarget, *, column_map: dict[str, str],
-                allow_new_columns: bool, header: bool) -> HeaderPlan:
+                allow_new_columns: bool, header: bool, keys_per_row: bool = False) -> HeaderPlan:
     """Map the file's columns onto the table.
 
-    A file column is matched through `column_map` first, then by exact name, then by name
-    ignoring case and surrounding spaces. Without a header (`header=False`, columns col_1..col_n) columns not named in
-    `column_map` are matched by position. Every registered column must be present (strict: a
-    missing NULLABLE column is an error too, so a renamed column is never loaded as all NULL).
+    A file column is matched through `column_map` (the definition's `columns:`) first, then by
+    exact name, then by name ignoring case and surrounding spaces. Without a header
+    (`header=False`, columns col_1..col_n) columns not named in `column_map` are matched by
+    position. Every registered column must be present (strict: a missing NULLABLE column is an
+    error too, so a renamed column is never loaded as all NULL).
+
+    `keys_per_row` (JSON records, whose keys vary by record): an unknown key does not fail the
+    file; each row giving it a value is rejected instead, counted against max_bad_records, as
+    BigQuery loads JSON with ignoreUnknownValues=false (dlt's `discard_row` contract). A header
+    is the file's shape, so for CSV, TSV, XLSX and Parquet unknown columns fail the file.
 
     Raises:
         PermanentError: missing, unexpected or duplicate columns, all named in one message; an
@@ -87,35 +96,70 @@ def plan_header(columns: list[str], target: TableTarget, *, column_map: dict[str
         if is_new:
             new.append(name)
     missing = [c.name for c in target.columns if c.name.lower() not in claimed]
-    problems = []
-    if missing:
-        problems.append(f"missing column(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected column(s): {', '.join(unexpected)} (set allow_new_columns: true to add them"
-                        " or map them with column_map)")
-    if duplicates:
-        problems.append(f"duplicate column(s): {', '.join(duplicates)}")
-    if problems:
-        raise PermanentError(f"file columns do not match {target.dataset}.{target.table}: " + "; ".join(problems))
-    return HeaderPlan(source_to_target=mapping, new_columns=new)
+    per_row = keys_per_row and not allow_new_columns
+    if missing or duplicates or (unexpected and not per_row):
+        problems = []
+        if missing:
+            problems.append(f"missing column(s): {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected column(s): {', '.join(unexpected)} ({_unexpected_hint(unexpected, missing)})")
+        if duplicates:
+            problems.append(f"duplicate column(s): {', '.join(duplicates)}")
+        hint = _delimiter_hint(unexpected, target, column_map) if header and not keys_per_row else None
+        raise PermanentError(f"file columns do not match {target.dataset}.{target.table}: " + "; ".join(problems)
+                             + (f"; {hint}" if hint else ""))
+    return HeaderPlan(source_to_target=mapping, new_columns=new, unknown_keys_reject_rows=per_row)
+
+
+def _unexpected_hint(unexpected: list[str], missing: list[str]) -> str:
+    """How to fix unexpected columns, in the table definition's own keys."""
+    example = f"{json.dumps(unexpected[0], ensure_ascii=False)}: {missing[0] if missing else '<column>'}"
+    return (f"map them under columns: in the table definition (e.g. columns: {{{example}}}), add them to schema:, "
+            "or set allow_new_columns: true to add them as STRING")
+
+
+_DELIMITERS = (",", ";", "\t", "|", ":")
+
+
+def _delimiter_hint(unexpected: list[str], target: TableTarget, column_map: dict[str, str]) -> str | None:
+    """A header read as fewer columns than it has, because the file uses another delimiter."""
+    known = {c.name.lower() for c in target.columns} | {k.strip().lower() for k in column_map}
+    for source in unexpected:
+        for delimiter in _DELIMITERS:
+            parts = [p.strip().strip('"').strip().lower() for p in source.split(delimiter)]
+            if len(parts) > 1 and any(p in known for p in parts):
+                return (f"the header splits on {delimiter!r} into the table's columns: set "
+                        f"csv: {{delimiter: {json.dumps(delimiter)}}} in the table definition")
+    return None
 
 
 def validate_batch(batch: SourceBatch, plan: HeaderPlan, target: TableTarget) -> ValidatedBatch:
     """Type every value of the batch; rows with a value that cannot be typed become bad rows.
 
+    With `plan.unknown_keys_reject_rows`, the rows giving a value to a key that is not a column
+    are bad rows too.
+
     Raises:
         PermanentError: the batch has a column the plan does not know (a key first appearing
-            late in a JSON file), or a column's values can never be of its type.
+            late in a JSON file, with allow_new_columns), or a column's values can never be of
+            its type.
     """
     n = batch.data.num_rows
     index = {name: i for i, name in enumerate(batch.columns)}
     unknown = [c for c in batch.columns if c not in plan.source_to_target]
-    if unknown:
+    if unknown and not plan.unknown_keys_reject_rows:
         raise PermanentError(f"column(s) {', '.join(unknown)} appear from row {batch.first_row} on but are not "
-                             "in the file's first rows; add them to the table definition or to column_map")
+                             "in the file's first rows; add them to schema: in the table definition or map "
+                             "them under columns:")
     source_of = {t: s for s, t in plan.source_to_target.items()}
     columns = list(target.columns) + [Column(name, "STRING") for name in plan.new_columns]
     problems: dict[int, list[str]] = {}
+    for name in unknown:  # JSON keys that are not columns: only rows giving them a value are lost
+        given = pc.is_valid(batch.data.column(index[name])).to_numpy(zero_copy_only=False)
+        for pos in np.flatnonzero(given).tolist():
+            problems.setdefault(pos, []).append(
+                f"key {name} is not a column of {target.dataset}.{target.table} (add it to schema:, map it under "
+                "columns: or set allow_new_columns: true)")
     arrays = []
     for col in columns:
         source = source_of.get(col.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import zipfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from pipeline.readers.streams import seekable
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 BATCH_ROWS = 50_000
+log = logging.getLogger("caf.ingest")
 
 
 def read_xlsx(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
@@ -45,7 +47,15 @@ def read_xlsx(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[S
             else:
                 raise SourceError(f"{name}: no sheet named {options.sheet!r}; the workbook has: "
                                   + ", ".join(repr(n) for n in names))
-            yield from _sheet_batches(sheet.iter_rows(values_only=True), options, name)
+            note = None
+            if len(names) > 1:
+                how = ("set by sheet:" if options.sheet
+                       else "the first; set sheet: in the table definition to read another")
+                note = f"read sheet {sheet.title!r} ({how}); the workbook has: " + ", ".join(repr(n) for n in names)
+                log.info("%s: reading sheet %r of %s", name, sheet.title, len(names))
+            for batch in _sheet_batches(sheet.iter_rows(values_only=True), options, name):
+                batch.note = note
+                yield batch
         except bad_file as exc:
             raise SourceError(f"{name}: the xlsx workbook is corrupt: {exc}") from exc
         finally:

@@ -66,7 +66,8 @@ def test_plan_names_missing_and_unexpected_columns() -> None:
         plan_header(["order_id", "amt", "note"], ORDERS, column_map={}, allow_new_columns=False, header=True)
     message = str(info.value)
     assert "missing column(s): amount" in message
-    assert "unexpected column(s): amt (set allow_new_columns: true to add them" in message
+    assert "unexpected column(s): amt (map them under columns: in the table definition (e.g. columns: " \
+           '{"amt": amount}), add them to schema:, or set allow_new_columns: true' in message
 
 
 def test_plan_missing_nullable_column_is_an_error() -> None:
@@ -202,7 +203,8 @@ def test_typed_dates_and_timestamps() -> None:
     stamps = pa.array([dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2, 3)], pa.timestamp("us"))
     result = one_column("DATE", stamps)
     assert good(result) == [dt.date(2024, 1, 2)]
-    assert reasons(result) == [(2, "column v: datetime.datetime(2024, 1, 2, 3, 0) is not a valid DATE")]
+    assert reasons(result) == [(2, "column v: '2024-01-02 03:00:00' is not a valid DATE: it has a time of day "
+                                   "(03:00:00)")]
     assert good(one_column("TIMESTAMP", stamps)) == [dt.datetime(2024, 1, 2, tzinfo=UTC),
                                                      dt.datetime(2024, 1, 2, 3, tzinfo=UTC)]
     assert good(one_column("DATETIME", pa.array([dt.date(2024, 1, 2)]))) == [dt.datetime(2024, 1, 2)]
@@ -277,3 +279,36 @@ def test_parquet_and_ndjson_inputs(tmp_path: Path) -> None:
     typed = validate_batch(nd, identity(target), target)
     assert typed.data.to_pylist()[0]["id"] == Decimal("12345678901234567890.123456789")
     assert typed.data.to_pylist()[0]["tags"] == ["x", "y"]
+
+
+def test_date_from_datetime_text_at_midnight_only() -> None:
+    result = one_column("DATE", pa.array(["2020-01-01T00:00:00", "2020-01-02 00:00", "2020-01-03T13:30:00",
+                                          "2020-02-30T00:00:00", "2020-01-04"]))
+    assert good(result) == [dt.date(2020, 1, 1), dt.date(2020, 1, 2), dt.date(2020, 1, 4)]
+    assert reasons(result) == [
+        (3, "column v: '2020-01-03T13:30:00' is not a valid DATE: it has a time of day (13:30:00)"),
+        (4, "column v: '2020-02-30T00:00:00' is not a valid DATE")]
+
+
+def test_timestamp_mix_that_used_to_defeat_the_bad_value_search() -> None:
+    """Each value alone casts; together they used to fail every cast and no value was found bad."""
+    result = one_column("TIMESTAMP", pa.array(["2024-01-02T03+01", "2024-01-02T03:00:00Z", "2024-01-02T03:00:00"]))
+    assert good(result) == [dt.datetime(2024, 1, 2, 2, tzinfo=UTC), dt.datetime(2024, 1, 2, 3, tzinfo=UTC),
+                            dt.datetime(2024, 1, 2, 3, tzinfo=UTC)]
+    assert result.bad_rows == []
+
+
+def test_json_keys_per_row_reject_only_rows_with_a_value() -> None:
+    target = table(("id", "INT64"))
+    plan = plan_header(["id", "coupon"], target, column_map={}, allow_new_columns=False, header=True,
+                       keys_per_row=True)
+    assert plan.unknown_keys_reject_rows
+    batch = text_batch({"id": ["1", "2", "3"], "coupon": [None, "X1", None]})
+    result = validate_batch(batch, plan, target)
+    assert result.data.column("id").to_pylist() == [1, 3]
+    assert reasons(result) == [(2, "key coupon is not a column of sales.orders (add it to schema:, map it under "
+                                   "columns: or set allow_new_columns: true)")]
+    late = validate_batch(text_batch({"id": ["4"], "late": ["y"]}, first_row=4), plan, target)
+    assert [b.row for b in late.bad_rows] == [4]  # a key first seen in a later batch: the same rule
+    with pytest.raises(PermanentError, match="missing column\\(s\\): id; unexpected column\\(s\\): ID2"):
+        plan_header(["ID2"], target, column_map={}, allow_new_columns=False, header=True, keys_per_row=True)
