@@ -1,237 +1,25 @@
-"""Raw-file ingestion of one object version: claim → match → read/validate/stage → load → record.
+"""Raw-file events: hand the object version (decoded by handlers.routes) to the pipeline's flow.
 
-Exactly-once effect: the claim makes concurrent deliveries wait (busy → redelivered later);
-the warehouse load replaces the object's own rows in one transaction / DML job; the final
-status, outbox event and load commit under a per-object lock. A crash anywhere before the
-status commit leaves a PROCESSING claim that a redelivery takes over after the lease, and its
-load replaces whatever the crashed attempt wrote.
+The flow itself (claim → match → read/validate/stage → load → record → publish → archive) has
+one owner, `pipeline.ingest`; this module only delegates, with the process's `Deps` as the
+pipeline's ports.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import logs
-from database import files as files_db
-from database import outbox
-from database.registry import RegisteredTable, match_table
-from database.session import unit_of_work
-from errors import CafError, PermanentError, TransientError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.deps import Deps
     from values.messages import ObjectRef
 
-log = logging.getLogger("caf.raw_file")
-MAX_UNEXPECTED_ATTEMPTS = 3  # an unexplained crash on the same version this often → recorded ERROR
-
-
-class NoTableRegistered(PermanentError):
-    pass
-
-
-class TooManyBadRows(PermanentError):
-    pass
-
-
-class AllRowsRejected(PermanentError):
-    """Every data row was rejected: not a success, even within `max_bad_records`."""
-
 
 def handle(ref: ObjectRef, deps: Deps) -> None:
     """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises."""
-    with logs.bind(**ref.labels()):
-        if _is_internal(ref.name, deps):
-            log.debug("ignored CAF-managed object %s", ref.name)
-            return
-        with unit_of_work(deps.sessions) as session:
-            claim = files_db.claim_file(session=session, ref=ref, lease_seconds=deps.settings.ingest.lease_seconds)
-        if claim.state == "done":
-            log.info("already %s: redelivered event ignored", claim.status)
-            # Finish what the attempt that recorded the status may not have: its events, its move.
-            outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
-            if claim.unarchived:
-                from pipeline import ingest
-
-                ingest.move_processed(ref, deps, success=claim.status == "SUCCESS", file_id=claim.file_id)
-            return
-        if claim.state == "busy":
-            raise TransientError(f"{ref.bucket}/{ref.name}#{ref.generation} is being processed by another "
-                                 "instance; retry later")
-        assert claim.token is not None
-        with logs.bind(file_id=claim.file_id):
-            _run_claimed(ref, claim, deps)
-
-
-def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: Deps) -> None:
-    token = claim.token
-    assert token is not None
-    started = time.perf_counter()
-    context: dict[str, Any] = {"batch_id": claim.batch_id}
-    try:
-        outcome = _ingest(ref, claim, deps, context)
-    except PermanentError as exc:
-        _record_error(ref, claim, deps, str(exc), context)
-        return
-    except TransientError:
-        _release(claim, deps)
-        raise
-    except Exception as exc:
-        if claim.attempts >= MAX_UNEXPECTED_ATTEMPTS:
-            log.exception("unexpected failure, attempt %s: recorded as ERROR", claim.attempts)
-            _record_error(ref, claim, deps, f"internal error after {claim.attempts} attempts: "
-                          f"{type(exc).__name__}: {exc}", context)
-            return
-        _release(claim, deps)
-        raise
-    log.info("loaded %s rows (%s rejected) into %s in %.0f ms", outcome.get("rows_loaded"),
-             outcome.get("rows_rejected"), outcome.get("table"), (time.perf_counter() - started) * 1000,
-             extra={"rows_loaded": outcome.get("rows_loaded"), "rows_rejected": outcome.get("rows_rejected"),
-                    "rows_read": outcome.get("rows_read"), "bytes": ref.size, "metric": "file",
-                    "status": "SUCCESS", "table": outcome.get("table"),
-                    "duration_ms": round((time.perf_counter() - started) * 1000)})
-
-
-def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: Deps, context: dict[str, Any]) -> dict[str, Any]:
-    with unit_of_work(deps.sessions) as session:
-        table = match_table(session=session, bucket=ref.bucket, name=ref.name,
-                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
-        if table is None:
-            raise NoTableRegistered(f"no table registered for {ref.name}")
-        batch_id = files_db.attach(session=session, file_id=claim.file_id, table_id=table.id,
-                                   tenant_id=table.tenant_id, root=table.qualified)
-        newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
-                                                 generation=ref.generation)
-    context.update(batch_id=batch_id, table=table)
-    if newer is not None:  # an older version delivered late: loading it would undo the newer one
-        return _finish_superseded(claim, deps, batch_id, newer, table)
     from pipeline import ingest
 
-    with tempfile.TemporaryDirectory(prefix="caf-stage-") as tmp:
-        staged = ingest.read_and_stage(ref, table, deps, file_id=claim.file_id, batch_id=batch_id,
-                                       workdir=Path(tmp), now=deps.clock())
-        context["staged"] = staged
-        if staged.quarantine_uri:
-            context["quarantine_uri"] = staged.quarantine_uri
-        if staged.rows_rejected > table.max_bad_records:
-            raise TooManyBadRows(
-                f"{staged.rows_rejected} row(s) rejected, more than max_bad_records={table.max_bad_records}; "
-                f"nothing loaded. {staged.describe()} — see {staged.quarantine_uri}"
-            )
-        if staged.rows_rejected and not staged.rows_staged:
-            raise AllRowsRejected(
-                f"all {staged.rows_rejected} row(s) rejected; nothing loaded (max_bad_records="
-                f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
-                f"{staged.describe()} — see {staged.quarantine_uri}"
-            )
-        return _load_and_record(ref, claim, table, staged, deps, batch_id)
-
-
-def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTable, staged: Any,
-                     deps: Deps, batch_id: int) -> dict[str, Any]:
-    from pipeline import ingest
-
-    assert claim.token is not None
-    deps.warehouse.ensure_table(ingest.target_with_new_columns(table, staged.new_columns))
-    with unit_of_work(deps.sessions) as session:
-        files_db.lock_object_name(session=session, bucket=ref.bucket, name=ref.name)
-        newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
-                                                 generation=ref.generation)
-        fields: dict[str, Any] = {"rows_read": staged.rows_read, "rows_rejected": staged.rows_rejected,
-                                  "staged_uri": staged.staged_uri, "quarantine_uri": staged.quarantine_uri,
-                                  "error_message": None}
-        if staged.rows_rejected:  # within max_bad_records: loaded, but say so (the page and CLI show it)
-            fields["detail"] = (f"{staged.rows_rejected} row(s) rejected, within max_bad_records="
-                                f"{table.max_bad_records}; see the quarantine rows")
-        if newer is not None:
-            fields.update(rows_loaded=None, detail=f"superseded by generation {newer}; not loaded")
-            loaded = 0
-        else:
-            ids = files_db.generation_ids(session=session, bucket=ref.bucket, name=ref.name)
-            result = ingest.load(staged, table, deps, file_id=claim.file_id, batch_id=batch_id,
-                                 replace_file_ids=ids, generation=ref.generation)
-            loaded = result.rows_loaded
-            fields["rows_loaded"] = loaded
-        if not files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",
-                               **fields):
-            log.warning("claim was taken over by another instance; its result stands")
-            return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
-                    "table": table.qualified}
-        event_ids = []
-        if newer is None:
-            event_ids.append(outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id,
-                                            payload=ingest.file_loaded_payload(ref, claim.file_id, batch_id, table)))
-        else:
-            files_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS",
-                                 summary={"file": claim.file_id, "detail": fields["detail"]})
-    _publish(deps, event_ids)
-    ingest.move_processed(ref, deps, success=True, file_id=claim.file_id)
-    return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
-            "table": table.qualified}
-
-
-def _finish_superseded(claim: files_db.Claim, deps: Deps, batch_id: int, newer: int,
-                       table: RegisteredTable) -> dict[str, Any]:
-    assert claim.token is not None
-    detail = f"superseded by generation {newer}; not loaded"
-    with unit_of_work(deps.sessions) as session:
-        files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",
-                        detail=detail, rows_loaded=None)
-        files_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS",
-                             summary={"file": claim.file_id, "detail": detail})
-    return {"rows_loaded": 0, "rows_rejected": 0, "table": table.qualified}
-
-
-def _publish(deps: Deps, ids: list[int]) -> None:
-    if ids:
-        outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=ids)
-
-
-def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: Deps, message: str, context: dict[str, Any]) -> None:
-    from pipeline import ingest
-    from values.reasons import error_reason
-
-    assert claim.token is not None
-    staged = context.get("staged")
-    table: RegisteredTable | None = context.get("table")
-    log.warning("file failed: %s", message, extra={
-        "status": "ERROR", "error_kind": "permanent", "reason": error_reason(message), "metric": "file",
-        "table": table.qualified if table else None, "bytes": ref.size})
-    with unit_of_work(deps.sessions) as session:
-        owned = files_db.finish(
-            session=session, file_id=claim.file_id, token=claim.token, status="ERROR",
-            error_message=message[:4000], rows_loaded=0,
-            rows_read=getattr(staged, "rows_read", None), rows_rejected=getattr(staged, "rows_rejected", None),
-            quarantine_uri=context.get("quarantine_uri"),
-            table_id=table.id if table else None,
-        )
-        if owned:
-            files_db.close_batch(session=session, batch_id=context.get("batch_id"), status="ERROR",
-                                 summary={"file": claim.file_id, "error": message[:500]})
-    if owned:
-        ingest.move_processed(ref, deps, success=False, file_id=claim.file_id)
-        from app import alerts
-
-        alerts.on_file_error(deps, claim.file_id)  # best effort: never raises
-
-
-def _release(claim: files_db.Claim, deps: Deps) -> None:
-    assert claim.token is not None
-    try:
-        with unit_of_work(deps.sessions) as session:
-            files_db.release_claim(session=session, file_id=claim.file_id, token=claim.token)
-    except CafError:
-        log.warning("could not release claim on file %s; the lease will expire", claim.file_id)
-
-
-def _is_internal(name: str, deps: Deps) -> bool:
-    cfg = deps.settings.ingest
-    return name.startswith((cfg.archive_prefix, cfg.failed_prefix, cfg.quarantine_prefix, cfg.staging_prefix))
+    ingest.handle(ref, deps)
 
 
 def reprocess(file_id: int, deps: Deps) -> int:

@@ -1,4 +1,4 @@
-"""Pub/Sub routes for CAF's own events (task, dataform, powerbi, file_loaded) into the task engine.
+"""Pub/Sub routes for CAF's own events (task, dataform, powerbi, file_loaded): decode, then delegate to the engine.
 
     task         {"task": name} | {"dag": name}            start a batch (Cloud Scheduler)
                  {"batch_id", "task_id", "attempt"}        run one task run (claimed once)
@@ -49,12 +49,10 @@ def handle(route: str, message: PubSubMessage, deps: Deps) -> None:
 
 def trigger(data: dict[str, Any], deps: Deps, *, message_id: str | None = None) -> None:
     """A scheduled start (`{"task": name}` or `{"dag": name}`), or a sweep (expired leases, unsent events)."""
-    from database import outbox
-    from engine import scheduler
+    from engine import scheduler, triggers
 
     if data.get("sweep"):
-        ended = scheduler.sweep_expired(deps)
-        sent = outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
+        ended, sent = triggers.sweep(deps)
         log.info("sweep: %s expired run(s) ended, %s unsent event(s) published", ended, sent)
         return
     name = data.get("task") or data.get("dag")
@@ -69,33 +67,19 @@ def trigger(data: dict[str, Any], deps: Deps, *, message_id: str | None = None) 
 
 def file_loaded(data: dict[str, Any], deps: Deps) -> None:
     """Start the tasks listening to the loaded table in the batch the file load created."""
-    from database import tasks as db
-    from database.session import unit_of_work
-    from engine import scheduler
+    from engine import triggers
 
     dataset, table = data.get("dataset"), data.get("table")
     if not isinstance(dataset, str) or not isinstance(table, str) or not dataset or not table:
         raise MalformedEvent("file_loaded message needs 'dataset' and 'table'")
     batch_id = data.get("batch_id")
-    if batch_id is None:
-        # Not from our ingestion (which always creates the batch): make one for this file.
-        with unit_of_work(deps.sessions) as session:
-            batch_id = db.create_batch(session=session, trigger="file", root=f"{dataset}.{table}",
-                                       started_at=deps.clock())
-            if data.get("file_id") is not None:
-                _attach_file(session, _int(data, "file_id"), batch_id)
-    roots = scheduler.start_file_batch(deps, batch_id=_int({"batch_id": batch_id}, "batch_id"),
-                                       table=f"{dataset}.{table}")
+    file_id = data.get("file_id")
+    batch_id, roots = triggers.file_loaded(
+        deps, dataset=dataset, table=table,
+        batch_id=None if batch_id is None else _int({"batch_id": batch_id}, "batch_id"),
+        file_id=None if batch_id is not None or file_id is None else _int(data, "file_id"))
     log.info("file %s of %s.%s: batch %s started %s task(s)", data.get("file_id"), dataset, table, batch_id,
              len(roots))
-
-
-def _attach_file(session: Any, file_id: int, batch_id: int) -> None:
-    from sqlalchemy import update
-
-    from database.models import File
-
-    session.execute(update(File).where(File.id == file_id).values(batch_id=batch_id))
 
 
 def _int(data: dict[str, Any], key: str, *, minimum: int = 1) -> int:

@@ -1,260 +1,252 @@
-"""The ingestion stages wired together for one object version (called by handlers.raw_file)."""
+"""The raw-file flow of one object version, top to bottom: the one owner of ingestion.
+
+    claim → match → read/validate/stage → load → record → publish → archive
+
+`handle` takes an object version (decoded by handlers/) and runs every step in that order;
+the steps' mechanics (reader options, staging to storage, the load request) are in
+`pipeline.steps`, the stages themselves in read / validate / stage.
+
+Exactly-once effect: the claim makes concurrent deliveries wait (busy → redelivered later);
+the warehouse load replaces the object's own rows in one transaction / DML job; the final
+status, outbox event and load commit under a per-object lock. A crash anywhere before the
+status commit leaves a PROCESSING claim that a redelivery takes over after the lease, and its
+load replaces whatever the crashed attempt wrote. Errors: a PermanentError is recorded and
+acknowledged; anything transient gives the claim back and raises, so the platform redelivers.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
-from dataclasses import dataclass, field, replace
+import time
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from adapters.warehouse.base import LoadRequest, LoadResult
-from database.registry import RegisteredTable
+import logs
+from database import files as files_db
+from database import outbox
+from database.registry import RegisteredTable, match_table
+from database.session import unit_of_work
 from errors import CafError, PermanentError, TransientError
-from pipeline.read import read_batches
-from pipeline.source import SourceOptions
-from pipeline.stage import Lineage, describe_bad_rows, drop_rows, duplicate_keys, quarantine_lines, stage_batches
-from pipeline.validate import BadRow
-from values.tables import Column
 
 if TYPE_CHECKING:
-    from database.models import File
     from pipeline.ports import IngestPorts
     from values.messages import ObjectRef
 
-log = logging.getLogger("caf.ingest")
-
-EXTENSIONS = {
-    "csv": (".csv", ".txt"),
-    "tsv": (".tsv", ".tab", ".txt"),
-    "ndjson": (".ndjson", ".jsonl", ".json"),
-    "json": (".json", ".ndjson", ".jsonl"),
-    "parquet": (".parquet", ".pq"),
-    "xlsx": (".xlsx", ".xlsm"),
-}
+log = logging.getLogger("caf.raw_file")
+MAX_UNEXPECTED_ATTEMPTS = 3  # an unexplained crash on the same version this often → recorded ERROR
 
 
-class UnsupportedFile(PermanentError):
+class NoTableRegistered(PermanentError):
     pass
 
 
-@dataclass
-class Staged:
-    local_path: Path
-    staged_uri: str | None
-    rows_read: int
-    rows_staged: int
-    bad_rows: list[BadRow] = field(default_factory=list)
-    quarantine_uri: str | None = None
-    new_columns: list[str] = field(default_factory=list)
-
-    @property
-    def rows_rejected(self) -> int:
-        return len(self.bad_rows)
-
-    def describe(self) -> str:
-        return describe_bad_rows(self.bad_rows)
+class TooManyBadRows(PermanentError):
+    pass
 
 
-def source_options(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts) -> SourceOptions:
-    """Reader options from the registry, the object's name and its content encoding."""
-    name = ref.name
-    gz = name.endswith(".gz") or (ref.content_encoding or "").lower() == "gzip"
-    base = name[:-3] if name.endswith(".gz") else name
-    suffix = PurePosixPath(base).suffix.lower()
-    if suffix and suffix not in EXTENSIONS[table.format]:
-        raise UnsupportedFile(
-            f"{name}: extension {suffix!r} does not fit format {table.format} registered for "
-            f"{table.qualified} (expected {', '.join(EXTENSIONS[table.format])}, optionally .gz)"
-        )
-    csv = dict(table.options.get("csv") or {})
-    if table.format == "tsv":
-        csv.setdefault("delimiter", "\t")
-    cfg = deps.settings.ingest
-    return SourceOptions(
-        format=table.format,
-        delimiter=csv.get("delimiter", ","),
-        quote=csv.get("quote", '"'),
-        header=csv.get("header", True),
-        encoding=csv.get("encoding", "utf-8"),
-        null_markers=tuple(csv.get("null_markers", [""])),
-        skip_rows=csv.get("skip_rows", 0),
-        sheet=table.options.get("sheet"),
-        gzip=gz,
-        block_size=cfg.block_size_bytes,
-        max_decompressed_bytes=cfg.max_decompressed_bytes,
-        max_field_bytes=cfg.max_field_bytes,
-        read_ahead=ref.size is None or ref.size > cfg.block_size_bytes or gz,
-    )
+class AllRowsRejected(PermanentError):
+    """Every data row was rejected: not a success, even within `max_bad_records`."""
 
 
-def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
-                   workdir: Path, now: datetime) -> Staged:
-    """Read → validate → stage to Parquet; writes the quarantine object when rows were rejected."""
-    if ref.size == 0:
-        raise UnsupportedFile(f"{ref.name} is empty (0 bytes): nothing to load")
-    options = source_options(ref, table, deps)
-    path = workdir / "staged.parquet"
-    lineage = Lineage(file_id=file_id, batch_id=batch_id, ingested_at=now,
-                      file_id_column=deps.warehouse.file_id_column)
-    with deps.storage.open_read(ref.bucket, ref.name, ref.generation) as raw:
-        stream: Any = StorageStream(raw, where=f"{ref.bucket}/{ref.name}#{ref.generation}")
-        result = stage_batches(
-            read_batches(stream, options, name=ref.name), target=table.target, column_map=table.column_map,
-            allow_new_columns=table.allow_new_columns, header=options.header, lineage=lineage, path=path,
-            max_bad_records=table.max_bad_records, keys_per_row=options.format in ("ndjson", "json"),
-        )
-    pa.default_memory_pool().release_unused()  # hand batch buffers back before the load
-    staged = Staged(local_path=path, staged_uri=None, rows_read=result.rows_read, rows_staged=result.rows_staged,
-                    bad_rows=list(result.bad_rows), new_columns=result.new_columns)
-    if staged.rows_rejected <= table.max_bad_records and table.target.keys:
-        dups = duplicate_keys(path, table.target.keys)
-        if dups:
-            staged.bad_rows = sorted(staged.bad_rows + dups, key=lambda b: b.row)
-            if staged.rows_rejected <= table.max_bad_records:
-                staged.rows_staged = drop_rows(path, [d.row for d in dups])
-    cfg = deps.settings.ingest
-    if staged.bad_rows:
-        q_name = f"{cfg.quarantine_prefix}{ref.name}.{ref.generation}.rejected.ndjson"
-        deps.storage.put_bytes(ref.bucket, q_name, quarantine_lines(staged.bad_rows), "application/x-ndjson")
-        staged.quarantine_uri = deps.storage.uri(ref.bucket, q_name)
-    if staged.rows_rejected <= table.max_bad_records:
-        s_name = staging_name(cfg.staging_prefix, table, file_id, ref.generation)
-        deps.storage.put_file(ref.bucket, s_name, path, "application/vnd.apache.parquet")
-        staged.staged_uri = deps.storage.uri(ref.bucket, s_name)
-    return staged
-
-
-class StorageStream:
-    """The object's byte stream, with the stream's own I/O failures made transient.
-
-    A connection dropped halfway through a download says nothing about the file: it must not
-    be recorded as a bad file (readers turn some bare OSErrors into "corrupt file"), nor count
-    towards the unexpected-failure limit. Raised here, before any parser sees it, it reaches the
-    handler as TransientError: the claim is given back and the redelivered event reads again.
-    """
-
-    def __init__(self, raw: Any, *, where: str) -> None:
-        self._raw = raw
-        self._where = where
-
-    def _call(self, method: Any, *args: Any) -> Any:
-        try:
-            return method(*args)
-        except CafError:
-            raise
-        except OSError as exc:
-            raise TransientError(f"reading {self._where} failed: {type(exc).__name__}: {exc}") from exc
-
-    def read(self, size: int = -1) -> bytes:
-        return self._call(self._raw.read, size)
-
-    def readinto(self, buffer: Any) -> int:
-        return self._call(self._raw.readinto, buffer)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._call(self._raw.seek, offset, whence)
-
-    def tell(self) -> int:
-        return self._call(self._raw.tell)
-
-    def seekable(self) -> bool:
-        try:
-            return bool(self._raw.seekable())
-        except (AttributeError, OSError, ValueError):
-            return False
-
-    def readable(self) -> bool:
-        return True
-
-    @property
-    def closed(self) -> bool:
-        return bool(getattr(self._raw, "closed", False))
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
-
-
-def staging_name(prefix: str, table: RegisteredTable, file_id: int, generation: int) -> str:
-    return f"{prefix}{table.target.dataset}/{table.target.table}/{file_id}-{generation}.parquet"
-
-
-def target_with_new_columns(table: RegisteredTable, new_columns: list[str]) -> Any:
-    """The registered target plus any new file columns (allow_new_columns), added as NULLABLE STRING."""
-    if not new_columns:
-        return table.target
-    extra = tuple(Column(name, "STRING", "NULLABLE", "added from a source file") for name in new_columns)
-    return replace(table.target, columns=table.target.columns + extra)
-
-
-def job_id(ref_key: str, batch_id: int | None) -> str:
-    """Deterministic per object version and batch: a retried load reattaches to the same job."""
-    digest = hashlib.sha256(ref_key.encode()).hexdigest()[:32]
-    return f"caf_load_{digest}_{batch_id or 0}"
-
-
-def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
-         replace_file_ids: list[int], generation: int, object_key: str | None = None) -> LoadResult:
-    request = LoadRequest(
-        target=target_with_new_columns(table, staged.new_columns),
-        staged_uri=staged.staged_uri or str(staged.local_path),
-        staged_path=staged.local_path,
-        file_id=file_id,
-        batch_id=batch_id,
-        job_id=job_id(object_key or f"{file_id}#{generation}", batch_id),
-        replace_file_ids=tuple(replace_file_ids),
-        labels={"caf_file_id": str(file_id), "caf_batch_id": str(batch_id)},
-    )
-    return deps.warehouse.load(request)
-
-
-def file_loaded_payload(ref: ObjectRef | File, file_id: int, batch_id: int, table: RegisteredTable) -> dict[str, Any]:
-    """The `file_loaded` event for the task engine (from the event's ObjectRef or the `files` row)."""
-    return {"file_id": file_id, "batch_id": batch_id, "dataset": table.target.dataset,
-            "table": table.target.table, "bucket": ref.bucket, "name": ref.name,
-            "generation": ref.generation, "md5": ref.md5, "crc32c": ref.crc32c}
-
-
-def move_processed(ref: ObjectRef, deps: IngestPorts, *, success: bool, file_id: int) -> str | None:
-    """Move the raw object to archive/ (or failed/); a failure here is logged, never fatal."""
-    cfg = deps.settings.ingest
-    if not cfg.move_processed:
-        return None
-    prefix = cfg.archive_prefix if success else cfg.failed_prefix
-    try:
-        uri = deps.storage.move(ref.bucket, ref.name, f"{prefix}{ref.name}", generation=ref.generation)
-    except CafError as exc:
-        log.warning("could not move %s to %s: %s", ref.name, prefix, exc)
-        return None
-    if uri:
-        from database.session import unit_of_work
-
+def handle(ref: ObjectRef, deps: IngestPorts) -> None:
+    """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises."""
+    with logs.bind(**ref.labels()):
+        if _is_internal(ref.name, deps):
+            log.debug("ignored CAF-managed object %s", ref.name)
+            return
         with unit_of_work(deps.sessions) as session:
-            from sqlalchemy import update
+            claim = files_db.claim_file(session=session, ref=ref, lease_seconds=deps.settings.ingest.lease_seconds)
+        if claim.state == "done":
+            log.info("already %s: redelivered event ignored", claim.status)
+            # Finish what the attempt that recorded the status may not have: its events, its move.
+            outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
+            if claim.unarchived:
+                from pipeline import steps
 
-            from database.models import File
+                steps.move_processed(ref, deps, success=claim.status == "SUCCESS", file_id=claim.file_id)
+            return
+        if claim.state == "busy":
+            raise TransientError(f"{ref.bucket}/{ref.name}#{ref.generation} is being processed by another "
+                                 "instance; retry later")
+        assert claim.token is not None
+        with logs.bind(file_id=claim.file_id):
+            _run_claimed(ref, claim, deps)
 
-            session.execute(update(File).where(File.id == file_id).values(archived_uri=uri))
-    return uri
+
+def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts) -> None:
+    token = claim.token
+    assert token is not None
+    started = time.perf_counter()
+    context: dict[str, Any] = {"batch_id": claim.batch_id}
+    try:
+        outcome = _ingest(ref, claim, deps, context)
+    except PermanentError as exc:
+        _record_error(ref, claim, deps, str(exc), context)
+        return
+    except TransientError:
+        _release(claim, deps)
+        raise
+    except Exception as exc:
+        if claim.attempts >= MAX_UNEXPECTED_ATTEMPTS:
+            log.exception("unexpected failure, attempt %s: recorded as ERROR", claim.attempts)
+            _record_error(ref, claim, deps, f"internal error after {claim.attempts} attempts: "
+                          f"{type(exc).__name__}: {exc}", context)
+            return
+        _release(claim, deps)
+        raise
+    log.info("loaded %s rows (%s rejected) into %s in %.0f ms", outcome.get("rows_loaded"),
+             outcome.get("rows_rejected"), outcome.get("table"), (time.perf_counter() - started) * 1000,
+             extra={"rows_loaded": outcome.get("rows_loaded"), "rows_rejected": outcome.get("rows_rejected"),
+                    "rows_read": outcome.get("rows_read"), "bytes": ref.size, "metric": "file",
+                    "status": "SUCCESS", "table": outcome.get("table"),
+                    "duration_ms": round((time.perf_counter() - started) * 1000)})
+
+
+def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: dict[str, Any]) -> dict[str, Any]:
+    with unit_of_work(deps.sessions) as session:
+        table = match_table(session=session, bucket=ref.bucket, name=ref.name,
+                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
+        if table is None:
+            raise NoTableRegistered(f"no table registered for {ref.name}")
+        batch_id = files_db.attach(session=session, file_id=claim.file_id, table_id=table.id,
+                                   tenant_id=table.tenant_id, root=table.qualified)
+        newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
+                                                 generation=ref.generation)
+    context.update(batch_id=batch_id, table=table)
+    if newer is not None:  # an older version delivered late: loading it would undo the newer one
+        return _finish_superseded(claim, deps, batch_id, newer, table)
+    from pipeline import steps
+
+    with tempfile.TemporaryDirectory(prefix="caf-stage-") as tmp:
+        staged = steps.read_and_stage(ref, table, deps, file_id=claim.file_id, batch_id=batch_id,
+                                       workdir=Path(tmp), now=deps.clock())
+        context["staged"] = staged
+        if staged.quarantine_uri:
+            context["quarantine_uri"] = staged.quarantine_uri
+        if staged.rows_rejected > table.max_bad_records:
+            raise TooManyBadRows(
+                f"{staged.rows_rejected} row(s) rejected, more than max_bad_records={table.max_bad_records}; "
+                f"nothing loaded. {staged.describe()} — see {staged.quarantine_uri}"
+            )
+        if staged.rows_rejected and not staged.rows_staged:
+            raise AllRowsRejected(
+                f"all {staged.rows_rejected} row(s) rejected; nothing loaded (max_bad_records="
+                f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
+                f"{staged.describe()} — see {staged.quarantine_uri}"
+            )
+        return _load_and_record(ref, claim, table, staged, deps, batch_id)
+
+
+def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTable, staged: Any,
+                     deps: IngestPorts, batch_id: int) -> dict[str, Any]:
+    from pipeline import steps
+
+    assert claim.token is not None
+    deps.warehouse.ensure_table(steps.target_with_new_columns(table, staged.new_columns))
+    with unit_of_work(deps.sessions) as session:
+        files_db.lock_object_name(session=session, bucket=ref.bucket, name=ref.name)
+        newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
+                                                 generation=ref.generation)
+        fields: dict[str, Any] = {"rows_read": staged.rows_read, "rows_rejected": staged.rows_rejected,
+                                  "staged_uri": staged.staged_uri, "quarantine_uri": staged.quarantine_uri,
+                                  "error_message": None}
+        if staged.rows_rejected:  # within max_bad_records: loaded, but say so (the page and CLI show it)
+            fields["detail"] = (f"{staged.rows_rejected} row(s) rejected, within max_bad_records="
+                                f"{table.max_bad_records}; see the quarantine rows")
+        if newer is not None:
+            fields.update(rows_loaded=None, detail=f"superseded by generation {newer}; not loaded")
+            loaded = 0
+        else:
+            ids = files_db.generation_ids(session=session, bucket=ref.bucket, name=ref.name)
+            result = steps.load(staged, table, deps, file_id=claim.file_id, batch_id=batch_id,
+                                 replace_file_ids=ids, generation=ref.generation)
+            loaded = result.rows_loaded
+            fields["rows_loaded"] = loaded
+        if not files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",
+                               **fields):
+            log.warning("claim was taken over by another instance; its result stands")
+            return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
+                    "table": table.qualified}
+        event_ids = []
+        if newer is None:
+            event_ids.append(outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id,
+                                            payload=steps.file_loaded_payload(ref, claim.file_id, batch_id, table)))
+        else:
+            files_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS",
+                                 summary={"file": claim.file_id, "detail": fields["detail"]})
+    _publish(deps, event_ids)
+    steps.move_processed(ref, deps, success=True, file_id=claim.file_id)
+    return {"rows_loaded": loaded, "rows_rejected": staged.rows_rejected, "rows_read": staged.rows_read,
+            "table": table.qualified}
+
+
+def _finish_superseded(claim: files_db.Claim, deps: IngestPorts, batch_id: int, newer: int,
+                       table: RegisteredTable) -> dict[str, Any]:
+    assert claim.token is not None
+    detail = f"superseded by generation {newer}; not loaded"
+    with unit_of_work(deps.sessions) as session:
+        files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",
+                        detail=detail, rows_loaded=None)
+        files_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS",
+                             summary={"file": claim.file_id, "detail": detail})
+    return {"rows_loaded": 0, "rows_rejected": 0, "table": table.qualified}
+
+
+def _publish(deps: IngestPorts, ids: list[int]) -> None:
+    if ids:
+        outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=ids)
+
+
+def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, message: str,
+                  context: dict[str, Any]) -> None:
+    from pipeline import steps
+    from values.reasons import error_reason
+
+    assert claim.token is not None
+    staged = context.get("staged")
+    table: RegisteredTable | None = context.get("table")
+    log.warning("file failed: %s", message, extra={
+        "status": "ERROR", "error_kind": "permanent", "reason": error_reason(message), "metric": "file",
+        "table": table.qualified if table else None, "bytes": ref.size})
+    with unit_of_work(deps.sessions) as session:
+        owned = files_db.finish(
+            session=session, file_id=claim.file_id, token=claim.token, status="ERROR",
+            error_message=message[:4000], rows_loaded=0,
+            rows_read=getattr(staged, "rows_read", None), rows_rejected=getattr(staged, "rows_rejected", None),
+            quarantine_uri=context.get("quarantine_uri"),
+            table_id=table.id if table else None,
+        )
+        if owned:
+            files_db.close_batch(session=session, batch_id=context.get("batch_id"), status="ERROR",
+                                 summary={"file": claim.file_id, "error": message[:500]})
+    if owned:
+        steps.move_processed(ref, deps, success=False, file_id=claim.file_id)
+        deps.alert("file_error", claim.file_id)  # best effort: never raises
+
+
+def _release(claim: files_db.Claim, deps: IngestPorts) -> None:
+    assert claim.token is not None
+    try:
+        with unit_of_work(deps.sessions) as session:
+            files_db.release_claim(session=session, file_id=claim.file_id, token=claim.token)
+    except CafError:
+        log.warning("could not release claim on file %s; the lease will expire", claim.file_id)
+
+
+def _is_internal(name: str, deps: IngestPorts) -> bool:
+    cfg = deps.settings.ingest
+    return name.startswith((cfg.archive_prefix, cfg.failed_prefix, cfg.quarantine_prefix, cfg.staging_prefix))
 
 
 def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
     """Re-load a SUCCESS file from its staged Parquet under a new batch (same rows, new `_batch_id`)."""
     from sqlalchemy import update as sa_update
 
-    from database import files as files_db
-    from database import outbox
     from database.models import File, TaskBatch
     from database.registry import get_registered
-    from database.session import unit_of_work
-    from pipeline import scratch
+    from pipeline import scratch, steps
 
     with unit_of_work(deps.sessions) as session:
         file = session.get(File, file_id)
@@ -264,7 +256,7 @@ def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
         table = get_registered(session=session, table_id=file.table_id,
                                per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
         bucket, name, generation = file.bucket, file.name, file.generation
-        staged_name = staging_name(deps.settings.ingest.staging_prefix, table, file_id, generation)
+        staged_name = steps.staging_name(deps.settings.ingest.staging_prefix, table, file_id, generation)
         batch = TaskBatch(trigger="reprocess", root=table.qualified, tenant_id=file.tenant_id)
         session.add(batch)
         session.flush()
@@ -278,18 +270,18 @@ def reprocess(file_id: int, deps: IngestPorts, *, now: datetime) -> int:
                          f"TO '{path}' (FORMAT parquet)")
         staged_uri = deps.storage.uri(bucket, staged_name)
         deps.storage.put_file(bucket, staged_name, path, "application/vnd.apache.parquet")
-        staged = Staged(local_path=path, staged_uri=staged_uri, rows_read=0, rows_staged=0)
+        staged = steps.Staged(local_path=path, staged_uri=staged_uri, rows_read=0, rows_staged=0)
         with unit_of_work(deps.sessions) as session:
             files_db.lock_object_name(session=session, bucket=bucket, name=name)
             if files_db.newer_generation_loaded(session=session, bucket=bucket, name=name, generation=generation):
                 raise PermanentError(f"file {file_id} was superseded by a newer generation; reprocess that one")
             ids = files_db.generation_ids(session=session, bucket=bucket, name=name)
             deps.warehouse.ensure_table(table.target)
-            result = load(staged, table, deps, file_id=file_id, batch_id=batch_id, replace_file_ids=ids,
+            result = steps.load(staged, table, deps, file_id=file_id, batch_id=batch_id, replace_file_ids=ids,
                           generation=generation)
             session.execute(sa_update(File).where(File.id == file_id)
                             .values(batch_id=batch_id, rows_loaded=result.rows_loaded))
             ev = outbox.enqueue(session=session, event_type="file_loaded", tenant_id=table.tenant_id,
-                                payload=file_loaded_payload(file, file_id, batch_id, table))
+                                payload=steps.file_loaded_payload(file, file_id, batch_id, table))
     outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=[ev])
     return batch_id
