@@ -76,7 +76,7 @@ def main() -> None:
         tasks = definitions(args.layers, args.width, args.parents)
         t0 = time.perf_counter()
         with unit_of_work(deps.sessions) as session:
-            sync(session=session, definitions=tasks)
+            sync(session=session, definitions=tasks, prune=True)
         synced = time.perf_counter() - t0
 
         # Warm up the delivery path (functions-framework app, imports) outside the measurement.

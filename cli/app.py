@@ -3,23 +3,62 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 
-from errors import CafError
+from errors import CafError, ConfigError, TransientError
 
-app = typer.Typer(help="CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+EXIT_FAILED = 1
+"""Something is in ERROR (a file, task, batch or a stale table) or the requested change was refused."""
+EXIT_USAGE = 2
+"""Bad usage or configuration: an unknown option, an invalid setting or definition, a missing object."""
+EXIT_UNREACHABLE = 3
+"""Infrastructure unreachable: the metadata database, warehouse, storage or a cloud API."""
+
+HELP = """CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres.
+
+Exit codes: 0 ok · 1 something is in ERROR (or a change was refused) · 2 bad usage or
+configuration · 3 infrastructure unreachable (database, warehouse, storage, cloud API).
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  context_settings={"max_content_width": 100})
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"caf {version('caf')}")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            typer.echo("caf (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres."""
+
+
+_registered = False
 
 
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from cli import db, demo, serve, status
 
     app.add_typer(db.app, name="db")
     app.command()(demo.demo)
     app.command()(serve.serve)
     app.command()(status.status)
-    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops"):
+    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops", "cli.table"):
         try:
             module = __import__(optional, fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -29,15 +68,39 @@ def _register() -> None:
         module.register(app)
 
 
-def main() -> None:
+def exit_code(exc: CafError) -> int:
+    """The documented exit code for an error that reached the top of a command."""
+    if isinstance(exc, TransientError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run `caf ARGV`; errors become one or two lines; returns the documented exit code."""
+    from rich.markup import escape
+
+    from cli.context import err_console
+
     _register()
     try:
-        app()
+        app(args=list(argv) if argv is not None else None, prog_name="caf")
     except CafError as exc:
-        from cli.context import err_console
+        code = exit_code(exc)
+        label = "unreachable" if code == EXIT_UNREACHABLE else "error"
+        err_console.print(f"[red]{label}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
-        err_console.print(f"[red]error:[/] {exc}")
-        sys.exit(2)
+
+def main() -> None:
+    """Entry point of the `caf` script."""
+    from cli.context import quiet_exit
+
+    quiet_exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

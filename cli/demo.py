@@ -155,5 +155,22 @@ def _show_batches(deps: Any) -> None:
         for col in ("batch", "trigger", "root", "status", "summary"):
             view.add_column(col, overflow="fold")
         for b in rows:
-            view.add_row(str(b.id), b.trigger, b.root or "", b.status, str(b.summary)[:200])
+            view.add_row(str(b.id), b.trigger, b.root or "", b.status, summary_text(b.summary or {}))
     console.print(view)
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """A batch summary in words (`SUCCESS 4, ERROR 0 · no task listens to sales.products`), not a dict."""
+    parts = []
+    if summary.get("counts"):
+        parts.append(", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+    if summary.get("failed"):
+        names = [f["task"] if isinstance(f, dict) and "task" in f else str(f) for f in summary["failed"]]
+        parts.append("failed: " + ", ".join(names))
+    if summary.get("note"):
+        parts.append(str(summary["note"]))
+    if summary.get("parameters"):
+        parts.append(", ".join(f"{k}={v}" for k, v in summary["parameters"].items()))
+    if summary.get("duration_seconds") is not None:
+        parts.append(f"{float(summary['duration_seconds']):.1f}s")
+    return " · ".join(parts)

@@ -2,39 +2,126 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
-from cli.context import console, open_deps
+from cli.context import console, open_deps, print_json
 
 DEFAULT_BUCKET = "landing"
 REDELIVERIES = 3  # like the platform: a transient failure (HTTP 500) is retried with backoff
 
 
 def deliver_all(infos: list[Any], deps: Any, *, title: str) -> list[dict[str, Any]]:
-    """Deliver each object's finalize event, retrying transient failures; returns outcome rows."""
+    """Deliver each object's finalize event, retrying transient failures; returns outcome rows.
+
+    On a terminal a progress bar counts the bytes read from each object as it is ingested (and
+    files done); piped or redirected output gets no bar.
+    """
     from cli import local_delivery
 
     outcomes = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(title, total=len(infos))
-        for info in infos:
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress, \
+            _counting_reads(deps, progress) as current:
+        for done, info in enumerate(infos, start=1):
+            current["task"] = progress.add_task(f"{title} {done}/{len(infos)} {info.name}", total=info.size or None)
             code = 0
             for attempt in range(REDELIVERIES):
+                progress.reset(current["task"], total=info.size or None)
                 code = local_delivery.deliver_object(info)
                 if code < 300:
                     break
                 time.sleep(0.2 * 2**attempt)
+            progress.remove_task(current["task"])
             outcomes.append({"info": info, "http": code})
-            progress.advance(task)
     drain_bus(deps)
     return [dict(o, **file_row(deps, o["info"])) for o in outcomes]
+
+
+@contextlib.contextmanager
+def _counting_reads(deps: Any, progress: Progress) -> Iterator[dict[str, Any]]:
+    """While delivering, reads of the object being ingested advance its progress bar (terminal only).
+
+    Wraps `open_read` of this process's storage adapter for the duration, then restores it.
+    """
+    current: dict[str, Any] = {}
+    if progress.disable:
+        yield current
+        return
+    storage = deps.storage
+    original = storage.open_read
+
+    def open_read(bucket: str, name: str, generation: int | None = None) -> Any:
+        stream = original(bucket, name, generation)
+        task = current.get("task")
+        if task is None or name.startswith(_INTERNAL_PREFIXES):
+            return stream
+        return _CountingReader(stream, lambda n: progress.advance(task, n))
+
+    storage.open_read = open_read
+    try:
+        yield current
+    finally:
+        del storage.open_read  # back to the class's method
+
+
+_INTERNAL_PREFIXES = ("staging/", "archive/", "failed/", "quarantine/")
+
+
+class _CountingReader:
+    """A binary stream that reports how many bytes were read through it."""
+
+    def __init__(self, stream: Any, advance: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._advance = advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._advance(len(data))
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        data = self._stream.read1(size)
+        self._advance(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._stream.readinto(buffer)
+        self._advance(n or 0)
+        return n
+
+    def __enter__(self) -> _CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._stream.readline(size)
+        self._advance(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def drain_bus(deps: Any) -> None:
@@ -66,16 +153,31 @@ def file_row(deps: Any, info: Any) -> dict[str, Any]:
 
 
 def print_outcomes(rows: list[dict[str, Any]], title: str) -> None:
-    table = Table(title=title)
-    for col in ("file id", "object", "status", "loaded", "rejected", "message"):
-        table.add_column(col, overflow="fold")
+    """One row per file, then each file's message as a wrapped paragraph (readable at 80 columns)."""
+    table = Table(title=title, title_justify="left")
+    for col in ("file", "object", "status", "loaded", "rejected"):
+        table.add_column(col, justify="right" if col in ("file", "loaded", "rejected") else "left",
+                         no_wrap=col != "object", overflow="fold")
     colours = {"SUCCESS": "green", "ERROR": "red", "PROCESSING": "yellow"}
     for r in rows:
         status = r["status"] if r["http"] < 300 else f"{r['status']} (HTTP {r['http']})"
         colour = colours.get(r["status"], "white")
         table.add_row(str(r["id"] or ""), f"{r['info'].bucket}/{r['info'].name}", f"[{colour}]{status}[/]",
-                      _n(r["rows_loaded"]), _n(r["rows_rejected"]), r["message"][:300])
+                      _n(r["rows_loaded"]), _n(r["rows_rejected"]))
     console.print(table)
+    for r in rows:
+        if r["message"]:
+            colour = "red" if r["status"] == "ERROR" else "default"
+            console.print(f"file {r['id'] or '-'} ({r['info'].name}): [{colour}]{escape(r['message'][:600])}[/]",
+                          highlight=False)
+
+
+def outcome_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The outcome rows for --json: plain values, one object per file."""
+    return [{"file_id": r["id"], "bucket": r["info"].bucket, "object": r["info"].name,
+             "generation": r["info"].generation, "status": r["status"], "http": r["http"],
+             "rows_loaded": r["rows_loaded"], "rows_rejected": r["rows_rejected"], "message": r["message"]}
+            for r in rows]
 
 
 def _n(value: Any) -> str:
@@ -86,18 +188,31 @@ def ingest(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Local files to ingest."),
     bucket: str = typer.Option(DEFAULT_BUCKET, help="Bucket to put them in."),
     prefix: str = typer.Option("", help="Object name prefix, e.g. sales/orders/."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Put local files into the (local or emulated) bucket and deliver their finalize events."""
+    """Put local files into the (local or emulated) bucket and deliver their finalize events.
+
+    Exits 1 when a file ends in ERROR (or its delivery failed).
+    """
     deps = open_deps()
     infos = [deps.storage.put_file(bucket, f"{prefix}{path.name}", path) for path in files]
     rows = deliver_all(infos, deps, title="ingesting")
-    print_outcomes(rows, f"ingested {len(rows)} file(s)")
+    if as_json:
+        print_json({"files": outcome_json(rows)})
+    else:
+        print_outcomes(rows, f"ingested {len(rows)} file(s)")
     if any(r["status"] == "ERROR" or r["http"] >= 300 for r in rows):
         raise typer.Exit(1)
 
 
-def backfill(target: str = typer.Argument(..., help="BUCKET or BUCKET/PREFIX")) -> None:
-    """Deliver events for objects already in a bucket; versions already loaded are skipped."""
+def backfill(
+    target: str = typer.Argument(..., help="BUCKET or BUCKET/PREFIX"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Deliver events for objects already in a bucket; versions already loaded are skipped.
+
+    Exits 1 when a delivered file ends in ERROR (or its delivery failed).
+    """
     from sqlalchemy import select
 
     from database.models import File
@@ -112,11 +227,17 @@ def backfill(target: str = typer.Argument(..., help="BUCKET or BUCKET/PREFIX")) 
         done = {tuple(r) for r in session.execute(select(File.name, File.generation).where(
             File.bucket == bucket, File.status.in_(("SUCCESS", "ERROR")))).all()}
     todo = [o for o in candidates if (o.name, o.generation) not in done]
-    console.print(f"{len(candidates)} object(s) under {target}; {len(candidates) - len(todo)} already "
-                  f"processed, {len(todo)} to deliver")
+    if not as_json:
+        console.print(f"{len(candidates)} object(s) under {target}; {len(candidates) - len(todo)} already "
+                      f"processed, {len(todo)} to deliver")
     rows = deliver_all(todo, deps, title="backfilling")
-    if rows:
+    if as_json:
+        print_json({"target": target, "objects": len(candidates), "already_processed": len(candidates) - len(todo),
+                    "files": outcome_json(rows)})
+    elif rows:
         print_outcomes(rows, f"backfilled {len(rows)} file(s)")
+    if any(r["status"] == "ERROR" or r["http"] >= 300 for r in rows):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

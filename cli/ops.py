@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import text
 
-from cli.context import console, open_deps
+from cli.context import console, open_deps, print_json
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -162,23 +162,40 @@ def execute(deps: Deps, todo: Plan) -> tuple[int, int, int, list[str]]:
 def purge(
     older_than: str = typer.Option(..., "--older-than", help="Age of what to delete: 90d, 12w, 36h."),
     yes: bool = typer.Option(False, "--yes", help="Delete; without it nothing is deleted (dry run)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the plan, and what was deleted)."),
 ) -> None:
     """Delete metadata rows and archived / staged / quarantine objects older than --older-than."""
     age = parse_age(older_than)
     deps = open_deps()
     cutoff = deps.clock() - age
     todo = plan(deps, cutoff)
-    _print_plan(todo, dry_run=not yes)
+    if not as_json:
+        _print_plan(todo, dry_run=not yes)
     if not yes:
-        console.print("[yellow]dry run[/]: nothing deleted; run again with --yes to delete the above")
+        if as_json:
+            print_json({"dry_run": True, "plan": _plan_json(todo)})
+        else:
+            console.print("[yellow]dry run[/]: nothing deleted; run again with --yes to delete the above")
         return
     files, batches, objects, failures = execute(deps, todo)
-    console.print(f"deleted {files} file row(s), {batches} batch(es) with their task runs, {todo.outbox} outbox "
-                  f"row(s) and {objects} object(s)")
-    for failure in failures:
-        console.print(f"[red]could not delete[/] {failure}")
+    if as_json:
+        print_json({"dry_run": False, "plan": _plan_json(todo), "deleted": {
+            "file_rows": files, "batches": batches, "outbox_rows": todo.outbox, "objects": objects},
+            "failures": failures})
+    else:
+        console.print(f"deleted {files} file row(s), {batches} batch(es) with their task runs, {todo.outbox} "
+                      f"outbox row(s) and {objects} object(s)")
+        for failure in failures:
+            console.print(f"[red]could not delete[/] {failure}")
     if failures:
         raise typer.Exit(1)
+
+
+def _plan_json(todo: Plan) -> dict[str, Any]:
+    return {"cutoff": todo.cutoff.isoformat(), "files": todo.files, "batches": todo.batches,
+            "task_runs": todo.task_runs, "outbox_rows": todo.outbox, "kept_running": todo.kept_running,
+            "objects": [{"bucket": o.bucket, "object": o.name, "why": o.why, "file_id": o.file_id}
+                        for o in todo.objects]}
 
 
 def _print_plan(todo: Plan, *, dry_run: bool) -> None:

@@ -51,7 +51,7 @@ def serve(
     """Host handle_raw_file (/gcs/), handle_pubsub (/pubsub/) and operator (/) locally."""
     from werkzeug.serving import make_server
 
-    deps = open_deps()
+    deps = open_deps(log_default="WARNING")
     bus = attach_local_bus(deps)
     server = make_server(host, port, build_app(), threaded=True)
     stop = threading.Event()

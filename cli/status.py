@@ -11,13 +11,15 @@ loaded (e.g. after a retry), or a later run of the same task succeeded (e.g. aft
 from __future__ import annotations
 
 import json
+import textwrap
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.context import console, open_deps
+from cli.context import console, environment, environment_line, open_deps
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -48,8 +50,13 @@ def status(
     metrics: bool = typer.Option(False, "--metrics", help="Summarise rows, bytes, durations and errors."),
     hours: float = typer.Option(24.0, "--hours", min=0.01, help="Window of --metrics, in hours."),
 ) -> None:
-    """Files, batches, task runs and tables by status; exits 1 when anything is in ERROR (unresolved)."""
+    """Files, batches, task runs and tables by status; exits 1 when anything is in ERROR (unresolved).
+
+    The first line names the environment read (APP_ENV, metadata database, warehouse, storage).
+    """
     deps = open_deps()
+    if not as_json:
+        console.print(f"[dim]{escape(environment_line(deps.settings))}[/]", highlight=False, soft_wrap=True)
     if target:
         _table_status(deps, target, as_json=as_json)
     elif metrics:
@@ -88,6 +95,7 @@ def _overview(deps: Any, *, as_json: bool) -> None:
 
     with unit_of_work(deps.sessions) as session:
         data = collect(session)
+    data["environment"] = environment(deps.settings)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -107,17 +115,17 @@ def _print_overview(data: dict[str, Any]) -> None:
     if data["recent_file_errors"]:
         files = Table(title="recent file errors")
         for col in ("file", "object", "error", "at"):
-            files.add_column(col, overflow="fold")
+            files.add_column(col, overflow="fold", no_wrap=col in ("file", "at"))
         for err in data["recent_file_errors"]:
-            files.add_row(str(err["id"]), err["object"], f"[red]{err['error']}[/]", str(err["at"] or ""))
+            files.add_row(str(err["id"]), err["object"], f"[red]{escape(str(err['error']))}[/]", _when(err["at"]))
         console.print(files)
     if data["recent_batches"]:
         batches = Table(title="recent batches")
         for col in ("batch", "status", "trigger", "root", "task runs", "errors", "started"):
-            batches.add_column(col)
+            batches.add_column(col, no_wrap=col in ("batch", "status", "started"), overflow="fold")
         for b in data["recent_batches"]:
             batches.add_row(str(b["id"]), _styled(b["status"]), b["trigger"], b["root"] or "", str(b["runs"]),
-                            str(b["errors"] or ""), f"{b['started_at']:%Y-%m-%d %H:%M:%S}")
+                            str(b["errors"] or ""), _when(b["started_at"]))
         console.print(batches)
     if data["recent_failed_runs"]:
         runs = Table(title="failed task runs")
@@ -125,7 +133,8 @@ def _print_overview(data: dict[str, Any]) -> None:
             runs.add_column(col, overflow="fold")
         for r in data["recent_failed_runs"]:
             runs.add_row(str(r["id"]), str(r["batch_id"]), r["task"], r["kind"], str(r["attempt"]),
-                         r["remote_id"] or "", f"[red]{(r['error'] or '')[:300]}[/]")
+                         r["remote_id"] or "",
+                         f"[red]{escape(textwrap.shorten(r['error'] or '', width=300, placeholder=' …'))}[/]")
         console.print(runs)
     if data["tables"]:
         tables = Table(title="tables")
@@ -201,6 +210,18 @@ def _metrics(deps: Any, hours: float, *, as_json: bool) -> None:
     console.print(errors)
     batches = ", ".join(f"{s} {m['count']}" for s, m in data["batches"].items())
     console.print(f"batches: {batches or 'none'}")
+
+
+def _when(value: Any) -> str:
+    """A timestamp in 16 characters (UTC, to the minute): fits an 80-column table unbroken."""
+    from datetime import datetime
+
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return f"{value:%Y-%m-%d %H:%M}" if value else ""
 
 
 def _styled(value: str) -> str:

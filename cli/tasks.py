@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.context import console, open_deps
+from cli.context import console, open_deps, print_json, styled, transaction
 
 if TYPE_CHECKING:
     from app.deps import Deps
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 tasks_app = typer.Typer(help="Task definitions (YAML) ↔ the database.", no_args_is_help=True)
 batch_app = typer.Typer(help="Batches: one run of a DAG or of the tasks below some roots.", no_args_is_help=True)
 _STYLE = {"SUCCESS": "green", "ERROR": "red", "SKIPPED": "yellow", "PROCESSING": "cyan"}
+_CHANGE_STYLE = {"created": "green", "updated": "cyan", "disabled": "red", "missing": "yellow"}
 
 
 def register(app: typer.Typer) -> None:
@@ -28,21 +31,40 @@ def register(app: typer.Typer) -> None:
 
 
 @tasks_app.command("sync")
-def sync(directory: Path = typer.Argument(..., help="Folder of task YAML files (searched recursively).")) -> None:
-    """Create, update or disable tasks so the database matches DIRECTORY; prints what changed."""
-    from database.session import unit_of_work
+def sync(
+    directory: Path = typer.Argument(..., help="Folder of task YAML files (searched recursively)."),
+    prune: bool = typer.Option(False, "--prune", help="Disable enabled tasks that are not in DIRECTORY "
+                               "(without it they are listed as missing and left alone)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Create or update tasks so the database matches DIRECTORY; prints the plan it applied.
+
+    Tasks missing from DIRECTORY are only disabled with --prune (their history stays).
+    """
     from engine.sync import sync_directory
 
     deps = open_deps()
-    with unit_of_work(deps.sessions) as session:
-        report = sync_directory(session=session, directory=directory)
-    table = Table(title=f"tasks from {directory}")
-    table.add_column("task")
+    with transaction(deps, dry_run=dry_run) as session:
+        report = sync_directory(session=session, directory=directory, prune=prune)
+    if as_json:
+        print_json({"directory": str(directory), "dry_run": dry_run, "prune": prune, "counts": report.counts(),
+                    "changes": [{"task": name, "change": change} for change, name in report.changes]})
+        return
+    order = {c: i for i, c in enumerate(("disabled", "missing", "created", "updated", "unchanged"))}
+    console.print(f"[bold]tasks sync[/] {escape(str(directory))}" + (" [yellow](dry run: nothing changed)[/]"
+                                                                   if dry_run else ""), highlight=False)
+    table = Table()
+    table.add_column("task", overflow="fold")
     table.add_column("change")
-    for change, name in sorted(report.changes, key=lambda c: (c[0] == "unchanged", c[1])):
-        table.add_row(name, change)
+    for change, name in sorted(report.changes, key=lambda c: (order[c[0]], c[1])):
+        table.add_row(name, styled(change, _CHANGE_STYLE.get(change)))
     console.print(table)
     console.print(str(report))
+    missing = report.names("missing")
+    if missing:
+        console.print(f"{len(missing)} enabled task(s) are not in {directory} and were left as they are; "
+                      "run again with --prune to disable them.")
 
 
 def run(
@@ -50,8 +72,9 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE for SQL parameters (repeatable)."),
     wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
     timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the batch and its runs)."),
 ) -> None:
-    """Start a batch for TASK (and everything below it) or for a whole DAG, and print it."""
+    """Start a batch for TASK (and everything below it) or for a whole DAG, and print it (exit 1 on ERROR)."""
     from engine import scheduler
 
     parameters = {}
@@ -63,12 +86,15 @@ def run(
     deps = open_deps()
     _local_bus(deps)
     batch_id = scheduler.start_batch(deps, name=target, trigger="cli", parameters=parameters)
-    _finish(deps, batch_id, wait=wait, timeout=timeout)
+    _finish(deps, batch_id, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @batch_app.command("restart")
-def restart(batch_id: int = typer.Argument(...), wait: bool = typer.Option(True),
-            timeout: float = typer.Option(3600.0)) -> None:
+def restart(batch_id: int = typer.Argument(...),
+            wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
+            timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the batch and its runs)."),
+) -> None:
     """Re-run the failed and skipped tasks of BATCH_ID under the same batch id."""
     from engine import scheduler
 
@@ -76,15 +102,22 @@ def restart(batch_id: int = typer.Argument(...), wait: bool = typer.Option(True)
     _local_bus(deps)
     again = scheduler.restart_batch(deps, batch_id)
     if not again:
-        console.print(f"batch {batch_id}: nothing failed or skipped; nothing to restart")
+        if as_json:
+            print_json({"batch_id": batch_id, "restarted": 0, "message": "nothing failed or skipped"})
+        else:
+            console.print(f"batch {batch_id}: nothing failed or skipped; nothing to restart")
         return
-    console.print(f"batch {batch_id}: running {len(again)} task(s) again")
-    _finish(deps, batch_id, wait=wait, timeout=timeout)
+    if not as_json:
+        console.print(f"batch {batch_id}: running {len(again)} task(s) again")
+    _finish(deps, batch_id, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @batch_app.command("reprocess")
 def reprocess(target: str = typer.Argument(..., help="FILE_ID, or DATASET.TABLE for its newest loaded file."),
-              wait: bool = typer.Option(True), timeout: float = typer.Option(3600.0)) -> None:
+              wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
+              timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the batch and its runs)."),
+) -> None:
     """Reload a file from its staged Parquet (no duplicate rows) and re-run the tasks downstream of it."""
     from database.session import unit_of_work
     from engine import scheduler
@@ -101,8 +134,9 @@ def reprocess(target: str = typer.Argument(..., help="FILE_ID, or DATASET.TABLE 
         raise PermanentError(f"{target}: no loaded file of a registered table found")
     batch_id = raw_file.reprocess(file_id, deps)
     scheduler.start_file_batch(deps, batch_id=batch_id, table=table)  # idempotent with its file_loaded event
-    console.print(f"file {file_id} ({table}) reloaded in batch {batch_id}")
-    _finish(deps, batch_id, wait=wait, timeout=timeout)
+    if not as_json:
+        console.print(f"file {file_id} ({table}) reloaded in batch {batch_id}")
+    _finish(deps, batch_id, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @batch_app.command("show")
@@ -111,7 +145,7 @@ def show(batch_id: int = typer.Argument(...),
     """A batch and its task runs."""
     deps = open_deps()
     if as_json:
-        typer.echo(json.dumps(batch_data(deps, batch_id), indent=2, default=str))
+        print_json(batch_data(deps, batch_id))
     else:
         print_batch(deps, batch_id)
 
@@ -160,7 +194,8 @@ def print_batch(deps: Deps, batch_id: int) -> None:
              + (f" · {took:.1f}s" if took is not None else ""))
     table = Table(title=title)
     for column in ("task", "kind", "status", "attempt", "seconds", "detail"):
-        table.add_column(column, justify="right" if column in ("attempt", "seconds") else "left")
+        table.add_column(column, justify="right" if column in ("attempt", "seconds") else "left",
+                         no_wrap=column != "detail")  # names whole; the detail wraps at words
     for r in data["runs"]:
         seconds = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
         table.add_row(r["name"], r["kind"], f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempt"]),
@@ -172,13 +207,14 @@ def print_batch(deps: Deps, batch_id: int) -> None:
 
 
 def _detail(run: dict[str, Any]) -> str:
-    if run["status"] in ("ERROR", "SKIPPED"):
-        return str(run["error"] or "")[:120]
+    if run["status"] in ("ERROR", "SKIPPED"):  # shortened at a word, never mid-word
+        return textwrap.shorten(str(run["error"] or ""), width=160, placeholder=" …")
     output = run["output"] or {}
     for key in ("rows_affected", "invocation", "request_id", "files", "waiting_for"):
         if output.get(key) is not None:
             value = output[key]
-            return f"{key}={', '.join(value) if isinstance(value, dict | list) else value}"[:120]
+            text = ", ".join(map(str, value)) if isinstance(value, dict | list) else str(value)
+            return textwrap.shorten(f"{key}={text}", width=160, placeholder=" …")
     return "running" if run["lease_until"] else ("queued" if run["attempt"] else "planned")
 
 
@@ -217,14 +253,20 @@ def _local_bus(deps: Deps) -> None:
     attach_local_bus(deps)
 
 
-def _finish(deps: Deps, batch_id: int, *, wait: bool, timeout: float) -> None:
+def _finish(deps: Deps, batch_id: int, *, wait: bool, timeout: float, as_json: bool = False) -> None:
     from adapters.publisher.local import LocalBus
     from engine import scheduler
 
     if not (wait and isinstance(deps.publisher, LocalBus)):
-        console.print(f"batch {batch_id} started; follow it with `caf batch show {batch_id}`")
+        if as_json:
+            print_json(batch_data(deps, batch_id))
+        else:
+            console.print(f"batch {batch_id} started; follow it with `caf batch show {batch_id}`")
         return
     batch = scheduler.wait_local(deps, batch_id, timeout=timeout)
-    print_batch(deps, batch_id)
+    if as_json:
+        print_json(batch_data(deps, batch_id))
+    else:
+        print_batch(deps, batch_id)
     if batch.status == "ERROR":
         raise typer.Exit(1)

@@ -27,6 +27,7 @@ from errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = CONFIG_DIR.parent
 APP_ENVS = ("local", "test", "prod")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class _Section(BaseModel):
@@ -177,6 +178,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// (e.g. http://127.0.0.1:9023)")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
     @field_validator("warehouse_url")
     @classmethod
     def _warehouse_scheme(cls, value: str) -> str:
@@ -258,7 +266,7 @@ def _app_env() -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Build and validate settings; a bad value raises ConfigError naming its key."""
     try:
-        return Settings(app_env=_app_env(), **overrides)  # type: ignore[arg-type]
+        settings = Settings(app_env=_app_env(), **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -267,6 +275,28 @@ def load_settings(**overrides: Any) -> Settings:
             problems.append(f"{key} (env {env_name}): {err['msg']}")
         source = f"config/{_app_env()}.yaml"
         raise ConfigError(f"invalid configuration in {source} or environment: " + "; ".join(problems)) from None
+    if settings.app_env == "prod":
+        missing = missing_cloud_settings(settings)
+        if missing:
+            raise ConfigError("APP_ENV=prod needs its cloud settings (it never falls back to the embedded local "
+                              "stack): " + "; ".join(missing) + "\nfix: set them (run/scripts/deploy does), or "
+                              "unset APP_ENV to work locally")
+    return settings
+
+
+def missing_cloud_settings(settings: Settings) -> list[str]:
+    """What APP_ENV=prod lacks to reach its cloud services, one phrase per setting."""
+    missing = []
+    if not (settings.cloud_sql_instance or settings.database_url):
+        missing.append("CLOUD_SQL_INSTANCE (or DATABASE_URL) is not set")
+    if not settings.warehouse_url.startswith("bigquery://") or settings.warehouse_url.startswith(
+            "bigquery://set-by-deploy"):
+        missing.append("WAREHOUSE_URL is not bigquery://PROJECT")
+    if not settings.storage_url.startswith("gs://"):
+        missing.append("STORAGE_URL is not gs://")
+    if settings.publisher.kind == "pubsub" and not settings.publisher.project:
+        missing.append("PUBLISHER__PROJECT is not set")
+    return missing
 
 
 @functools.cache

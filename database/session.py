@@ -59,6 +59,40 @@ def create_engine_for(settings: Settings, *, url: str | None = None) -> Engine:
     return create_engine(url or database_url(settings), **common)
 
 
+def probe(engine: Engine, settings: Settings) -> None:
+    """Connect once; unreachable → TransientError naming the setting that points at the database."""
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import text
+
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError) as exc:
+        from logs import redact
+
+        reason = _root_reason(exc)
+        if settings.cloud_sql_instance:
+            where, fix = f"Cloud SQL instance {settings.cloud_sql_instance}", "check CLOUD_SQL_INSTANCE and DB_USER"
+        elif settings.database_url:
+            where, fix = f"{redact(settings.database_url)} (DATABASE_URL)", "start that server or correct DATABASE_URL"
+        else:
+            where, fix = f"the embedded PostgreSQL under {settings.local_dir}", "run `make clean` and try again"
+        raise TransientError(f"metadata database unreachable: {where}: {reason}\nfix: {fix}") from None
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost cause in a few words (`Connection refused`), not the driver's paragraph."""
+    from logs import redact
+
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "orig", None) is not None:
+        seen = getattr(seen, "orig", None) or seen.__cause__  # type: ignore[assignment]
+    if isinstance(seen, OSError) and seen.strerror:
+        return seen.strerror
+    text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+    return redact(text[:160])
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     from sqlalchemy.orm import sessionmaker
 

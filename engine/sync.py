@@ -1,8 +1,9 @@
 """`caf tasks sync DIR`: make `tasks`, `task_dependencies`, `query`, `repo`, `power_bi_report` match the files.
 
 Idempotent: a second sync of the same files changes nothing and reports every task unchanged.
-A task whose file disappeared is disabled (its run history stays) and its edges are removed.
-Everything happens in the caller's transaction: a sync applies completely or not at all.
+A task whose file disappeared is reported `missing` and left as it is, unless the sync prunes:
+then it is `disabled` (its run history stays) and its edges are removed. Everything happens in
+the caller's transaction: a sync applies completely or not at all (a dry run rolls it back).
 """
 
 from __future__ import annotations
@@ -22,25 +23,29 @@ from engine.freshness import payload_key
 @dataclass
 class SyncReport:
     changes: list[tuple[str, str]] = field(default_factory=list)
-    """(change, task name): change is created | updated | unchanged | removed."""
+    """(change, task name): change is one of CHANGES."""
+
+    CHANGES = ("created", "updated", "unchanged", "disabled", "missing")
+    """missing: enabled in the database, absent from the files, kept (a sync without prune)."""
 
     def names(self, change: str) -> list[str]:
         return [name for what, name in self.changes if what == change]
 
     def counts(self) -> dict[str, int]:
-        return {what: len(self.names(what)) for what in ("created", "updated", "unchanged", "removed")}
+        return {what: len(self.names(what)) for what in self.CHANGES}
 
     def __str__(self) -> str:
         return ", ".join(f"{n} {what}" for what, n in self.counts().items())
 
 
-def sync_directory(*, session: Session, directory: Path) -> SyncReport:
+def sync_directory(*, session: Session, directory: Path, prune: bool = False) -> SyncReport:
     """Load and validate every definition under `directory`, then apply them."""
-    return sync(session=session, definitions=[d for _, d in load_dir(directory)])
+    return sync(session=session, definitions=[d for _, d in load_dir(directory)], prune=prune)
 
 
-def sync(*, session: Session, definitions: list[TaskDefinition]) -> SyncReport:
-    """Upsert `definitions` (already validated as a whole) and disable tasks not among them."""
+def sync(*, session: Session, definitions: list[TaskDefinition], prune: bool) -> SyncReport:
+    """Upsert `definitions` (already validated as a whole); with `prune`, disable enabled tasks not
+    among them, otherwise report them as missing and leave them alone."""
     report = SyncReport()
     existing = {t.name: t for t in session.scalars(select(Task))}
     tasks: dict[str, Task] = {}
@@ -58,10 +63,12 @@ def sync(*, session: Session, definitions: list[TaskDefinition]) -> SyncReport:
         tasks[definition.name] = task
         report.changes.append((change, definition.name))
     session.flush()
-    removed = [t for name, t in existing.items() if name not in tasks and t.enabled]
-    for task in removed:
-        task.enabled = False
-        report.changes.append(("removed", task.name))
+    absent = [t for name, t in existing.items() if name not in tasks and t.enabled]
+    removed = absent if prune else []
+    for task in absent:
+        if prune:
+            task.enabled = False
+        report.changes.append(("disabled" if prune else "missing", task.name))
     _sync_edges(session, tasks, definitions, [t.id for t in removed])
     session.flush()
     return report

@@ -62,6 +62,15 @@ class Warehouse(Protocol):
         raise PermanentError naming the column when an existing column's type differs."""
         ...
 
+    def widen_columns(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Apply safe widenings (adapters.warehouse.drift.SAFE_WIDENINGS) in place: name → new type."""
+        ...
+
+    def rebuild_table(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Convert the existing rows of `columns` (name → new type) atomically; PermanentError naming
+        the columns and counts, changing nothing, when a non-null value would not convert."""
+        ...
+
     def load(self, request: LoadRequest) -> LoadResult: ...
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *, job_id: str | None = None,

@@ -125,7 +125,7 @@ class BigQueryWarehouse:
                 found = self.client.get_table(ref, retry=self.retry)
             except gexc.NotFound:
                 return None
-        return {f.name: normalize_type(f.field_type) or f.field_type for f in found.schema}
+        return {f.name: _type_label(f.field_type, f.mode) for f in found.schema}
 
     def count_rows(self, dataset: str, table: str) -> int:
         """Rows in the table from its metadata (exact for tables written by load and DML jobs;
@@ -175,6 +175,38 @@ class BigQueryWarehouse:
                 except gexc.PreconditionFailed:
                     continue
         raise TransientError(f"table {ref} kept changing while its schema was being updated")
+
+    def widen_columns(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Safe widenings in place (drift.SAFE_WIDENINGS), `ALTER COLUMN SET DATA TYPE`: no rewrite."""
+        t = self._table_sql(target.dataset, target.table)
+        for name, bq_type in columns.items():
+            self.query(f"ALTER TABLE {t} ALTER COLUMN {bq_ident(column_name(name))} "
+                       f"SET DATA TYPE {_checked_type(bq_type)}")
+            log.info("widened %s.%s.%s to %s", target.dataset, target.table, name, bq_type)
+
+    def rebuild_table(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Convert the existing rows of `columns` (name → type) with one `CREATE OR REPLACE TABLE ... AS
+        SELECT` over the table itself (atomic; partitioning, clustering and modes kept).
+
+        Refuses, changing nothing, when a non-null value would not convert (PermanentError with counts).
+        """
+        ref = self._table_id(target.dataset, target.table)
+        t = self._table_sql(target.dataset, target.table)
+        with _vendor_errors(f"get table {ref}"):
+            table = self.client.get_table(ref, retry=self.retry)
+        fields = {f.name: f for f in table.schema}
+        scalar = [n for n in columns if fields[n].mode != "REPEATED"]
+        if scalar:
+            counts = ", ".join(f"COUNTIF({bq_ident(n)} IS NOT NULL AND SAFE_CAST({bq_ident(n)} AS "
+                               f"{_checked_type(columns[n])}) IS NULL)" for n in scalar)
+            bad = self.query(f"SELECT {counts} FROM {t}").rows[0]
+            problems = [f"{n} value(s) of {name} are not valid {columns[name]}"
+                        for name, n in zip(scalar, bad, strict=True) if n]
+            if problems:
+                raise PermanentError(f"{target.dataset}.{target.table} not converted (nothing changed): "
+                                     + "; ".join(problems))
+        self.query(rebuild_sql(t, table, columns))
+        log.info("rebuilt %s converting %s", ref, sorted(columns))
 
     def _new_table(self, target: TableTarget, schema: list[Any]) -> Any:
         from google.cloud import bigquery
@@ -443,8 +475,43 @@ def _missing_columns(existing: list[Any], wanted: list[Any], ref: str) -> list[A
         theirs, ours = _type_label(found.field_type, found.mode), _type_label(field.field_type, field.mode)
         if theirs != ours:
             raise PermanentError(
-                f"column {field.name} is {theirs} in the warehouse but {ours} in the registry ({ref})")
+                f"column {field.name} is {theirs} in the warehouse but {ours} in the registry ({ref}): type "
+                f"changes are not applied automatically; `caf table rebuild {ref.split('.', 1)[-1]}` converts "
+                "the table")
     return missing
+
+
+def _checked_type(bq_type: str) -> str:
+    canonical = normalize_type(bq_type)
+    if canonical is None:
+        raise PermanentError(f"unknown type {bq_type!r}")
+    return canonical
+
+
+def rebuild_sql(table_sql: str, table: Any, columns: dict[str, str]) -> str:
+    """`CREATE OR REPLACE TABLE` over itself: `columns` cast to their new type, the rest as they are."""
+    defs, exprs = [], []
+    for f in table.schema:
+        base = _checked_type(columns[f.name]) if f.name in columns else (normalize_type(f.field_type) or f.field_type)
+        repeated = f.mode == "REPEATED"
+        col = bq_ident(f.name)
+        defs.append(f"{col} {f'ARRAY<{base}>' if repeated else base}{' NOT NULL' if f.mode == 'REQUIRED' else ''}")
+        if f.name not in columns:
+            exprs.append(col)
+        elif repeated:
+            exprs.append(f"ARRAY(SELECT CAST(v AS {base}) FROM UNNEST({col}) AS v WITH OFFSET AS o ORDER BY o)"
+                         f" AS {col}")
+        else:
+            exprs.append(f"CAST({col} AS {base}) AS {col}")
+    options = ""
+    partitioning = table.time_partitioning
+    if partitioning is not None and partitioning.field:
+        kind = next(f.field_type for f in table.schema if f.name == partitioning.field)
+        options += f"\nPARTITION BY {_partition_expr(partitioning.field, normalize_type(kind) or kind)}"
+    if table.clustering_fields:
+        options += f"\nCLUSTER BY {', '.join(bq_ident(c) for c in table.clustering_fields)}"
+    return (f"CREATE OR REPLACE TABLE {table_sql} ({', '.join(defs)}){options}\n"
+            f"AS SELECT {', '.join(exprs)} FROM {table_sql}")
 
 
 def _type_label(field_type: str, mode: str | None) -> str:

@@ -173,7 +173,10 @@ class DuckDbWarehouse:
     def table_columns(self, dataset: str, table: str) -> dict[str, str] | None:
         with self.connect() as conn:
             found = self._columns(conn, dataset, table)
-            return dict(found) if found is not None else None
+        if found is None:
+            return None
+        return {name: f"ARRAY<{_FROM_DUCKDB.get(t[:-2], t[:-2])}>" if t.endswith("[]") else t
+                for name, t in found.items()}
 
     def _columns(self, conn: Any, dataset: str, table: str) -> dict[str, str] | None:
         cached = self._file.columns.get((dataset, table))
@@ -215,8 +218,48 @@ class DuckDbWarehouse:
                 elif have != want and not (col.type == "BIGNUMERIC" and have == "STRING"):
                     raise PermanentError(
                         f"column {col.name} is {have} in warehouse table {target.dataset}.{target.table} "
-                        f"but {col.type} in the registry: type changes are not applied automatically"
+                        f"but {col.type} in the registry: type changes are not applied automatically; "
+                        f"`caf table rebuild {target.dataset}.{target.table}` converts the table"
                     )
+
+    def widen_columns(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Safe widenings in place (drift.SAFE_WIDENINGS): column name → new canonical type."""
+        self._alter_types(target, columns, check=False)
+
+    def rebuild_table(self, target: TableTarget, columns: dict[str, str]) -> None:
+        """Convert the existing rows of `columns` (name → canonical type) in one transaction.
+
+        Refuses, changing nothing, when a non-null value would not convert (PermanentError with counts).
+        """
+        self._alter_types(target, columns, check=True)
+
+    def _alter_types(self, target: TableTarget, columns: dict[str, str], *, check: bool) -> None:
+        schema, table = quote_ident(dataset_name(target.dataset)), quote_ident(table_name(target.table))
+        modes = {c.name: c.mode for c in target.columns}
+        casts = {name: duckdb_type(bq_type, modes.get(name, "NULLABLE")) for name, bq_type in columns.items()}
+        with self.connect() as conn:
+            if check:
+                bad = []
+                for name, new in casts.items():
+                    col = quote_ident(column_name(name))
+                    n = conn.execute(f"SELECT count(*) FROM {schema}.{table} WHERE {col} IS NOT NULL "
+                                     f"AND TRY_CAST({col} AS {new}) IS NULL").fetchone()[0]
+                    if n:
+                        bad.append(f"{n} value(s) of {name} are not valid {columns[name]}")
+                if bad:
+                    raise PermanentError(f"{target.dataset}.{target.table} not converted (nothing changed): "
+                                         + "; ".join(bad))
+            self._file.columns.pop((target.dataset, target.table), None)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for name, new in casts.items():
+                    col = quote_ident(column_name(name))
+                    conn.execute(f"ALTER TABLE {schema}.{table} ALTER COLUMN {col} SET DATA TYPE {new} "
+                                 f"USING CAST({col} AS {new})")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     # -- load --------------------------------------------------------------------------------
     def load(self, request: LoadRequest) -> LoadResult:

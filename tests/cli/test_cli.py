@@ -63,7 +63,7 @@ def test_ingest_backfill_and_status(deps, tmp_path: Path) -> None:
     deps.storage.put_bytes("landing", "sales/orders/day2.csv", b"Order ID,amount,order_date,note\n6,1,2026-11-04,x\n")
     deps.storage.put_bytes("landing", "sales/orders/broken.csv", b"Order ID,amount\n")
     code, out = caf("backfill", "landing/sales/")
-    assert code == 0 and "2 to deliver" in out
+    assert code == 1 and "2 to deliver" in out  # broken.csv ended in ERROR
     assert deps.warehouse.count_rows("sales", "orders") == 6
 
     code, out = caf("status", "--json")

@@ -37,7 +37,7 @@ def define(deps: Any, *tasks: dict[str, Any]) -> dict[str, int]:
     definitions = [TaskDefinition.model_validate(t) for t in tasks]
     check_graph([(Path("<test>"), d) for d in definitions])
     with unit_of_work(deps.sessions) as session:
-        sync(session=session, definitions=definitions)
+        sync(session=session, definitions=definitions, prune=True)
     with unit_of_work(deps.sessions) as session:
         return {d.name: find_task(session=session, name=d.name).id for d in definitions}  # type: ignore[union-attr]
 

@@ -30,8 +30,8 @@ def caf(deps):
 def test_tasks_sync_prints_what_changed(caf, tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("name: a\nkind: python\npython: {callable: 'engine.kinds.python:noop'}\n")
     first = caf("tasks", "sync", str(tmp_path))
-    assert first.exit_code == 0 and "1 created, 0 updated, 0 unchanged, 0 removed" in first.output
-    assert "0 created, 0 updated, 1 unchanged, 0 removed" in caf("tasks", "sync", str(tmp_path)).output
+    assert first.exit_code == 0 and "1 created, 0 updated, 0 unchanged, 0 disabled, 0 missing" in first.output
+    assert "0 created, 0 updated, 1 unchanged, 0 disabled, 0 missing" in caf("tasks", "sync", str(tmp_path)).output
 
 
 def test_run_drives_the_local_bus_and_prints_the_batch(caf, deps) -> None:

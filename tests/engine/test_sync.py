@@ -32,8 +32,8 @@ def write(directory: Path, text: str) -> Path:
 
 def sync(deps, directory: Path) -> dict[str, list[str]]:
     with unit_of_work(deps.sessions) as session:
-        report = sync_directory(session=session, directory=directory)
-    return {what: report.names(what) for what in ("created", "updated", "unchanged", "removed")}
+        report = sync_directory(session=session, directory=directory, prune=True)
+    return {what: report.names(what) for what in ("created", "updated", "unchanged", "disabled")}
 
 
 def edges(deps) -> set[tuple[str, str]]:
@@ -46,7 +46,7 @@ def test_sync_creates_then_is_idempotent(deps, tmp_path: Path) -> None:
     directory = write(tmp_path / "tasks", DAG)
     assert sync(deps, directory)["created"] == ["load", "model", "report", "gate"]
     assert sync(deps, directory) == {"created": [], "updated": [], "unchanged": ["load", "model", "report", "gate"],
-                                     "removed": []}
+                                     "disabled": []}
     assert edges(deps) == {("load", "model"), ("model", "report")}
     with deps.sessions() as session:
         tasks = {t.name: t for t in session.scalars(select(Task))}
@@ -69,7 +69,7 @@ def test_sync_reports_updates_and_removals(deps, tmp_path: Path) -> None:
         "depends_on: [model]", "depends_on: [load]")
     write(directory, changed)
     assert sync(deps, directory) == {"created": [], "updated": ["load", "report"], "unchanged": ["model"],
-                                     "removed": ["gate"]}
+                                     "disabled": ["gate"]}
     assert edges(deps) == {("load", "model"), ("load", "report")}
     with deps.sessions() as session:
         gate = session.scalars(select(Task).where(Task.name == "gate")).one()
