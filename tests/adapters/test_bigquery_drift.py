@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from values.tables import Column, TableTarget
 from adapters.warehouse.drift import plan_table
 from errors import PermanentError
+from values.tables import Column, TableTarget
 
 from .test_bigquery import client, fake, seed_table, wh  # noqa: F401 - fixtures
 

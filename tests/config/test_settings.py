@@ -12,12 +12,13 @@ from errors import ConfigError
 
 def test_app_env_selects_yaml_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "prod")
-    with pytest.raises(ConfigError, match="CLOUD_SQL_INSTANCE.*WAREHOUSE_URL.*PUBLISHER__PROJECT"):
+    with pytest.raises(ConfigError, match=r"CLOUD_SQL_INSTANCE.*WAREHOUSE_URL.*PUBLISHER__PROJECT"):
         load_settings()  # prod never falls back to the embedded local stack
     monkeypatch.setenv("CLOUD_SQL_INSTANCE", "p:r:i")
     monkeypatch.setenv("WAREHOUSE_URL", "bigquery://p")
     monkeypatch.setenv("PUBLISHER__PROJECT", "p")
     assert load_settings().log_format == "json"
+    monkeypatch.delenv("WAREHOUSE_URL")
     monkeypatch.setenv("APP_ENV", "local")
     settings = load_settings()
     assert settings.log_format == "text"
