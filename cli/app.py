@@ -16,11 +16,9 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 """Infrastructure unreachable: the metadata database, warehouse, storage or a cloud API."""
 
-HELP = """CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres.
-
-Exit codes: 0 ok · 1 something is in ERROR (or a change was refused) · 2 bad usage or
-configuration · 3 infrastructure unreachable (database, warehouse, storage, cloud API).
-"""
+HELP = ("CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres.\n\n"
+        "Exit codes: 0 ok · 1 something is in ERROR (or a change was refused) · 2 bad usage or "
+        "configuration · 3 infrastructure unreachable (database, warehouse, storage, cloud API).")
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   context_settings={"max_content_width": 100})

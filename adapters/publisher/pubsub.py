@@ -19,7 +19,10 @@ class PubSubPublisher:
         if self._client is None:
             from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-            self._client = pubsub_v1.PublisherClient()
+            from adapters.credentials import google_credentials
+
+            with google_credentials("Pub/Sub (PUBLISHER__PROJECT)"):
+                self._client = pubsub_v1.PublisherClient()
         return self._client
 
     def publish(self, message: OutgoingMessage) -> str:

@@ -60,7 +60,10 @@ class GcsStorage:
         from google.cloud.storage import Client
 
         if self._emulator_host is None:
-            return Client(project=self._project)
+            from adapters.credentials import google_credentials
+
+            with google_credentials("Cloud Storage (STORAGE_URL=gs://)"):
+                return Client(project=self._project)
         from google.auth.credentials import AnonymousCredentials
 
         # The endpoint goes in client_options rather than the process-wide STORAGE_EMULATOR_HOST

@@ -100,7 +100,10 @@ class BigQueryWarehouse:
                 if self._client is None:
                     from google.cloud import bigquery
 
-                    self._client = bigquery.Client(project=self.project, location=self.location)
+                    from adapters.credentials import google_credentials
+
+                    with google_credentials("BigQuery (WAREHOUSE_URL)"):
+                        self._client = bigquery.Client(project=self.project, location=self.location)
         return self._client
 
     @property

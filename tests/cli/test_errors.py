@@ -65,3 +65,15 @@ def test_status_names_its_environment_and_prints_no_third_party_lines(tmp_path: 
     first = result.stdout.splitlines()[0]
     assert "APP_ENV=test" in first and "metadata postgresql" in first
     assert result.stderr == ""  # no INFO lines from pgserver / alembic, no teardown messages
+
+
+def test_prod_without_google_credentials_is_one_line_naming_the_fix(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    result = caf("ingest", str(tmp_path / "f.csv"), tmp_path=tmp_path, APP_ENV="prod", DATABASE_URL=database_url,
+                 WAREHOUSE_URL="bigquery://caf-test", STORAGE_URL="gs://", PUBLISHER__PROJECT="caf-test",
+                 HOME=str(tmp_path), GOOGLE_APPLICATION_CREDENTIALS="", CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+                 NO_GCE_CHECK="True")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "no Google credentials for Cloud Storage" in lines[0]
+    assert "gcloud auth application-default login" in lines[1]
