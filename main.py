@@ -19,7 +19,8 @@ from values.messages import ObjectRef, PubSubMessage
 @cloud_event_target
 def handle_raw_file(event: Any) -> None:
     """`google.cloud.storage.object.v1.finalized` (Eventarc) → raw-file ingestion."""
-    ref = ObjectRef.from_storage_data(event.get_data(), event_id=event["id"], event_time=routes.event_time(event))
+    ref = ObjectRef.from_storage_data(routes.storage_event_data(event.get_data()), event_id=event["id"],
+                                      event_time=routes.event_time(event))
     routes.raw_file(ref)
 
 

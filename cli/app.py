@@ -56,7 +56,7 @@ def _register() -> None:
     app.command()(demo.demo)
     app.command()(serve.serve)
     app.command()(status.status)
-    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops", "cli.table"):
+    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops", "cli.table", "cli.local"):
         try:
             module = __import__(optional, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -43,6 +43,29 @@ def event_age_seconds(event: Any, *, now: datetime) -> float | None:
     return None if when is None else (now - when).total_seconds()
 
 
+def storage_event_data(data: Any) -> Any:
+    """The finalize event's object resource; locally, without `generation`, the object's current one.
+
+    GCS always sends the generation. Hand-written local events (curl, docs/local-development.md)
+    may leave it out, which with local storage (`file://`) means "the object as it is now".
+    """
+    if not isinstance(data, dict) or data.get("generation") not in (None, ""):
+        return data
+    from app.deps import get_deps
+    from errors import PermanentError
+
+    deps = get_deps()
+    bucket, name = data.get("bucket"), data.get("name")
+    if not deps.settings.storage_url.startswith("file://") or not isinstance(bucket, str) \
+            or not isinstance(name, str):
+        return data
+    try:
+        info = deps.storage.stat(bucket, name)
+    except PermanentError:  # no such object (or an unsafe name): decoding reports the missing generation
+        return data
+    return {**data, "generation": str(info.generation)}
+
+
 def raw_file(ref: ObjectRef) -> None:
     if ref.is_folder_placeholder:
         log.info("ignored folder placeholder %s/%s", ref.bucket, ref.name)
