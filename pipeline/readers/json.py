@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from pipeline.readers.columns import column
 from pipeline.readers.streams import Utf8Stream, open_bytes
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
@@ -211,25 +212,15 @@ def rows_batch(rows: list[dict[str, Any]], *, first_row: int, bad_rows: list[Bad
     for r in rows:
         keys.update(dict.fromkeys(r))
     names = list(keys)
-    arrays = [_array([r.get(k) for r in rows]) for k in names]
+    arrays = [column([r.get(k) for r in rows], _text) for k in names]
     data = pa.RecordBatch.from_arrays(arrays, names=names) if names else _no_columns(len(rows))
     skipped = {b.row for b in bad_rows}
     start = next(r for r in range(first_row, first_row + len(rows) + len(bad_rows) + 1) if r not in skipped)
     return SourceBatch(columns=names, data=data, first_row=start, bad_rows=bad_rows)
 
 
-def _array(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([_text(v) for v in values], pa.string())
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _text(value: Any) -> str:
+    """Numbers as written (decimals keep their digits); lists and objects as JSON."""
     if isinstance(value, int | decimal.Decimal):
         return str(value)
     return _dump(value)

@@ -19,6 +19,7 @@ from xml.etree.ElementTree import ParseError
 
 import pyarrow as pa
 
+from pipeline.readers.columns import as_text, column
 from pipeline.readers.streams import seekable
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
@@ -118,7 +119,7 @@ class _Pending:
         width = len(self.columns)
         used = len(_trim(values))
         if used > width:
-            raw = json.dumps([_text(v) for v in values[:used]], ensure_ascii=False)
+            raw = json.dumps([as_text(v, _text) for v in values[:used]], ensure_ascii=False)
             self.bad.append(BadRow(row, f"expected {width} fields, got {used}", raw))
             if row == self.first_row:
                 self.first_row += 1
@@ -127,26 +128,13 @@ class _Pending:
 
     def batch(self) -> SourceBatch:
         cells = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self.columns]
-        arrays = [_array(list(c)) for c in cells]
+        arrays = [column(list(c), _text) for c in cells]
         data = pa.RecordBatch.from_arrays(arrays, names=self.columns)
         return SourceBatch(columns=list(self.columns), data=data, first_row=self.first_row, bad_rows=self.bad)
 
 
-def _array(values: list[Any]) -> pa.Array:
-    if not values:
-        return pa.array([], pa.string())
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([_text(v) for v in values], pa.string())
-
-
-def _text(value: Any) -> str | None:
+def _text(value: Any) -> str:
     """A cell as text, when its column mixes kinds (the validate stage then types the text)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     return str(value)
@@ -164,5 +152,5 @@ def _trim(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _name(value: Any, index: int) -> str:
-    text = _text(value)
+    text = as_text(value, _text)
     return text.strip() if text and text.strip() else f"col_{index + 1}"

@@ -285,6 +285,12 @@ def test_json_array_non_objects_and_malformed(tmp_path: Path) -> None:
         read(write(tmp_path, b'[{"a": 1},\n {"a": }]', "h.json"), "json")
 
 
+def test_ndjson_column_mixing_kinds_reads_as_exact_text(tmp_path: Path) -> None:
+    data = b'{"v": true}\n{"v": 12345678901234567890.5}\n{"v": {"k": [1, null]}}\n{"v": "x"}\n{"v": null}\n'
+    batches = read(write(tmp_path, data, "f.ndjson"), "ndjson")
+    assert [v["v"] for _, v in rows(batches)] == ["true", "12345678901234567890.5", '{"k": [1, null]}', "x", None]
+
+
 def test_json_accepts_ndjson_content(tmp_path: Path) -> None:
     batches = read(write(tmp_path, b'{"a": 1}\n{"a": 2}\n', "f.json"), "json")
     assert rows(batches) == [(1, {"a": 1}), (2, {"a": 2})]

@@ -15,9 +15,11 @@ import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.adapters.services.loopback import LoopbackServer
+from tests.adapters.services.loopback import serve as serve_loopback
 
 _REPO = r"projects/[^/]+/locations/[^/]+/repositories/[^/:]+"
 _ROUTES = [
@@ -206,48 +208,12 @@ def _ints_for_enums(payload: dict) -> dict:
     return result
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        status, headers, payload = self.server.fake.handle(
-            method, unquote(url.path), parse_qs(url.query), body
-        )
-        if status is None:  # a lost reply: close the connection without answering
-            self.close_connection = True
-            return
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        for key, value in {**headers, "Content-Type": "application/json"}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeDataform) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-
-
-def serve(fake: FakeDataform) -> _Server:
+def serve(fake: FakeDataform) -> LoopbackServer:
     """Start `fake` on a free loopback port (sets `fake.url`); call `shutdown()` + `server_close()`."""
-    server = _Server(fake)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, args=(0.01,), name="fake-dataform", daemon=True).start()
+
+    def answer(method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple:
+        url = urlsplit(path)
+        return fake.handle(method, unquote(url.path), parse_qs(url.query), json.loads(raw) if raw else None)
+
+    server, fake.url = serve_loopback(answer, name="fake-dataform")
     return server

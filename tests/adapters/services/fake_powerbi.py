@@ -14,12 +14,10 @@ import ipaddress
 import itertools
 import json
 import re
-import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
@@ -28,6 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.adapters.services.loopback import LoopbackServer
+from tests.adapters.services.loopback import serve as serve_loopback
 
 _DATASET = r"/v1\.0/myorg/groups/(?P<group>[^/]+)/datasets/(?P<dataset>[^/]+)/refreshes"
 _ROUTES = [
@@ -285,43 +286,11 @@ def make_tls(directory: Path) -> TlsFiles:
     return files
 
 
-def serve(fake: FakePowerBi, tls: TlsFiles) -> ThreadingHTTPServer:
+def serve(fake: FakePowerBi, tls: TlsFiles) -> LoopbackServer:
     """Start `fake` over HTTPS on a free loopback port (sets `fake.url`); `shutdown()` it after."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls.cert, tls.key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.fake = fake  # type: ignore[attr-defined]
-    fake.url = f"https://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, args=(0.01,), name="fake-powerbi", daemon=True).start()
+    server, fake.url = serve_loopback(fake.handle, name="fake-powerbi", tls=(tls.cert, tls.key),
+                                      content_type="application/json; charset=utf-8")
     return server
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, reply_headers, payload = self.server.fake.handle(method, self.path, headers, raw)  # type: ignore[attr-defined]
-        if status is None:  # a lost reply: close the connection without answering
-            self.close_connection = True
-            return
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        for key, value in {**reply_headers, "Content-Type": "application/json; charset=utf-8"}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
 
 
 def _decode(raw: bytes, content_type: str) -> Any:
