@@ -15,7 +15,7 @@ def build_warehouse(settings: Settings) -> Warehouse:
         from adapters.warehouse.duckdb import DuckDbWarehouse
 
         return DuckDbWarehouse(settings.warehouse_path)
-    from adapters.warehouse.bigquery import BigQueryWarehouse
+    from adapters.warehouse.bigquery.warehouse import BigQueryWarehouse
 
     url = urlparse(settings.warehouse_url)
     location = parse_qs(url.query).get("location", [None])[0]

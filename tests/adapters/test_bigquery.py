@@ -15,7 +15,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from adapters.warehouse.base import LoadRequest, Warehouse
-from adapters.warehouse.bigquery import BigQueryWarehouse, _job_id, sanitize_labels
+from adapters.warehouse.bigquery.jobs import sanitize_labels
+from adapters.warehouse.bigquery.jobs import valid_job_id as _job_id
+from adapters.warehouse.bigquery.warehouse import BigQueryWarehouse
 from errors import PermanentError, TransientError
 from values.tables import Column, TableTarget
 
