@@ -173,6 +173,7 @@ def freshness(target: str = typer.Argument(..., help="DATASET.TABLE"),
 # -- output ----------------------------------------------------------------------------------
 def batch_data(deps: Deps, batch_id: int) -> dict[str, Any]:
     from database import tasks as db
+    from database import tries
     from database.session import unit_of_work
     from errors import PermanentError
 
@@ -181,7 +182,8 @@ def batch_data(deps: Deps, batch_id: int) -> dict[str, Any]:
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
         runs = db.batch_runs(session=session, batch_id=batch_id)
-    return {"batch": dataclasses.asdict(batch), "runs": runs}
+        earlier = tries.batch_tries(session=session, batch_id=batch_id)
+    return {"batch": dataclasses.asdict(batch), "runs": runs, "tries": earlier}
 
 
 def print_batch(deps: Deps, batch_id: int) -> None:
@@ -201,6 +203,16 @@ def print_batch(deps: Deps, batch_id: int) -> None:
         table.add_row(r["name"], r["kind"], f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempt"]),
                       "" if seconds is None else f"{seconds:.2f}", _detail(r))
     console.print(table)
+    if data["tries"]:
+        earlier = Table(title="earlier tries (retried or restarted)")
+        for column in ("task", "restart", "attempt", "status", "ended", "error"):
+            earlier.add_column(column, justify="right" if column in ("restart", "attempt") else "left",
+                               overflow="fold")
+        for t in data["tries"]:
+            ended = f"{t['finished_at']:%Y-%m-%d %H:%M:%S}" if t["finished_at"] else ""
+            state = f"[{_STYLE.get(t['status'], 'yellow')}]{t['status']}[/]"
+            earlier.add_row(t["name"], str(t["restart"]), str(t["attempt"]), state, ended, str(t["error"] or "")[:200])
+        console.print(earlier)
     counts = batch["summary"].get("counts")
     if counts:
         console.print("  ".join(f"{k} {v}" for k, v in counts.items()))

@@ -30,6 +30,8 @@ from database.base import Base, TenantOwned, Timestamps
 
 FILE_STATUSES = ("NEW", "PROCESSING", "SUCCESS", "ERROR")
 TASK_STATUSES = ("PROCESSING", "SUCCESS", "ERROR", "SKIPPED")
+TRY_STATUSES = ("ERROR", "SKIPPED", "RETRIED")
+"""How an earlier try of a task run ended: failed or skipped (then restarted), or failed transiently (retried)."""
 BATCH_STATUSES = ("PROCESSING", "SUCCESS", "ERROR")
 TASK_KINDS = ("sql", "dataform", "powerbi", "python", "wait_for_files")
 FILE_FORMATS = ("csv", "tsv", "ndjson", "json", "parquet", "xlsx")
@@ -260,6 +262,31 @@ class TaskLog(Timestamps, Base):
     children_published: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
+class TaskTry(TenantOwned, Timestamps, Base):
+    """An earlier try of a task run, kept when the run is retried or restarted (`task_log` holds the latest).
+
+    A transient failure retried in place leaves a RETRIED try per attempt; a restart of the batch
+    leaves the ERROR or SKIPPED run as it was. Like Airflow's try history: nothing is overwritten.
+    """
+
+    __tablename__ = "task_try"
+    __table_args__ = (CheckConstraint(_in("status", TRY_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_log_id: Mapped[int] = mapped_column(ForeignKey("task_log.id", ondelete="CASCADE"), index=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("task_batch.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    restart: Mapped[int] = mapped_column(Integer, server_default="0")
+    """How many restarts of the batch came before this try (0: the batch's first run)."""
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    remote_id: Mapped[str | None] = mapped_column(Text)
+
+
 class File(TenantOwned, Timestamps, Base):
     """One object version `(bucket, name, generation)` and what became of it."""
 
@@ -297,6 +324,10 @@ class File(TenantOwned, Timestamps, Base):
     archived_uri: Mapped[str | None] = mapped_column(Text)
     quarantine_uri: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """The last transient failure (warehouse busy, storage 5xx...), kept after the claim is given back."""
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the claim was last given back; NEW for long after it means no redelivery came: stalled."""
 
 
 class Outbox(TenantOwned, Base):

@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from database import outbox
+from database import outbox, tries
 from database import tasks as db
 from database.session import unit_of_work
 from errors import PermanentError
@@ -181,6 +181,9 @@ def retry(deps: TaskPorts, task: TaskRow, run: RunRow, *, error: str, not_before
         if not db.schedule_retry(session=session, run_id=run.id, attempt=run.attempt, not_before=not_before,
                                  error=error[:4000]):
             return False
+        tries.record_retried(session=session, run_id=run.id, attempt=run.attempt, error=error[:4000],
+                             started_at=run.started_at if run.attempt == 1 else None,  # later: not recorded
+                             remote_id=run.remote_id, now=deps.clock())
         ids = [enqueue_run(session, run.batch_id, task.id, run.attempt + 1, not_before=not_before)]
     publish(deps, ids)
     log.info("task %s attempt %s failed (%s); attempt %s due at %s", task.name, run.attempt, error,
@@ -225,6 +228,7 @@ def restart_batch(deps: TaskPorts, batch_id: int) -> list[int]:
             session=session, batch_id=batch_id) else None
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
+        tries.record_restarted(session=session, batch_id=batch_id)  # what failed stays visible
         reset = db.reset_unfinished(session=session, batch_id=batch_id)
         if not reset:
             return []

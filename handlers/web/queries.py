@@ -131,15 +131,29 @@ def batch_files(*, session: Session, batch_id: int) -> list[dict[str, Any]]:
 
 def runs(*, session: Session, tenant: str, status: str | None = None, kind: str | None = None,
          limit: int = 200) -> list[dict[str, Any]]:
-    """Task runs newest first with their errors and remote ids (Dataform invocation, Power BI refresh)."""
+    """Task runs newest first with their errors and remote ids (Dataform invocation, Power BI refresh),
+    and their earlier tries (`try_of` set: retried or restarted since), so a failure stays listed."""
     where = ["b.tenant_id = :t"]
     if status:
-        where.append("l.status = :status")
+        where.append("x.status = :status")
     if kind:
         where.append("t.kind = :kind")
     rows = session.execute(text(
-        "SELECT l.id, l.batch_id, t.name, t.kind, l.status, l.attempt, l.started_at, l.finished_at, l.error,"
-        " l.remote_id, l.output FROM task_log l JOIN tasks t ON t.id = l.task_id"
-        f" JOIN task_batch b ON b.id = l.batch_id WHERE {' AND '.join(where)} ORDER BY l.id DESC LIMIT :limit"),
+        "SELECT x.*, t.name, t.kind FROM ("
+        " SELECT l.id, l.batch_id, l.task_id, l.status, l.attempt, l.started_at, l.finished_at, l.error,"
+        "  l.remote_id, l.output, l.lease_until, NULL::bigint AS try_of, NULL::int AS restart, l.updated_at AS sort_at"
+        "  FROM task_log l"
+        " UNION ALL SELECT y.task_log_id, y.batch_id, y.task_id, y.status, y.attempt, y.started_at, y.finished_at,"
+        "  y.error, y.remote_id, y.output, NULL, y.task_log_id, y.restart, y.created_at FROM task_try y) x"
+        " JOIN tasks t ON t.id = x.task_id"
+        f" JOIN task_batch b ON b.id = x.batch_id WHERE {' AND '.join(where)}"
+        " ORDER BY x.id DESC, x.try_of IS NOT NULL, x.sort_at DESC LIMIT :limit"),
         {"t": tenant, "status": status, "kind": kind, "limit": limit}).mappings()
     return [dict(r) for r in rows]
+
+
+def batch_tries(*, session: Session, batch_id: int) -> list[dict[str, Any]]:
+    """Earlier tries of a batch's runs (call after `batch` checked the tenant)."""
+    from database.tries import batch_tries as tries
+
+    return tries(session=session, batch_id=batch_id)

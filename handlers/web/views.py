@@ -23,6 +23,7 @@ log = logging.getLogger("caf.web")
 OVERVIEW_HOURS = 24
 MAX_QUARANTINE_BYTES = 20 << 20
 MAX_REJECTED_SHOWN = 1000
+RUN_STATUSES = (*TASK_STATUSES, "RETRIED")  # RETRIED: an earlier try that failed transiently
 NOTICES = {"retried": "The file was delivered again; its outcome is below.",
            "restarted": "The failed and skipped tasks were queued again."}
 
@@ -202,8 +203,10 @@ def _batch(deps: Deps, caller: Caller, batch_id: int) -> tuple[dict[str, Any], l
 
 def batch(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     row, runs, svg, files = _batch(deps, caller, int(id))
+    with _session(deps, caller) as session:
+        earlier = queries.batch_tries(session=session, batch_id=row["id"])
     can_restart = row["status"] != "PROCESSING" and any(r["status"] in ("ERROR", "SKIPPED") for r in runs)
-    return render("batch.html", caller, section="Batches", b=row, runs=runs, svg=svg, files=files,
+    return render("batch.html", caller, section="Batches", b=row, runs=runs, svg=svg, files=files, tries=earlier,
                   can_restart=can_restart, show_batch=False, notice=_notice(request),
                   refresh=f"/batches/{row['id']}" if row["status"] == "PROCESSING" else None)
 
@@ -230,11 +233,11 @@ def restart(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
 
 
 def runs(request: Any, deps: Deps, caller: Caller) -> Response:
-    status = _choice(request.args.get("status"), TASK_STATUSES, "status")
+    status = _choice(request.args.get("status"), RUN_STATUSES, "status")
     kind = _choice(request.args.get("kind"), TASK_KINDS, "kind")
     with _session(deps, caller) as session:
         rows = _with_state(queries.runs(session=session, tenant=caller.tenant, status=status, kind=kind))
-    return render("runs.html", caller, section="Task runs", runs=rows, statuses=TASK_STATUSES, kinds=TASK_KINDS,
+    return render("runs.html", caller, section="Task runs", runs=rows, statuses=RUN_STATUSES, kinds=TASK_KINDS,
                   filters={"status": status, "kind": kind}, show_batch=True,
                   refresh=_here("/runs", status=status, kind=kind) if _running(rows) else None)
 

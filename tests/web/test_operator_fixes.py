@@ -102,3 +102,26 @@ def test_pages_reload_themselves_while_a_batch_runs(operator, deps) -> None:
     assert '<td><span class="status s-QUEUED">' not in done and not REFRESH.search(done)
     assert f'Batch {batch_id} <span class="status s-SUCCESS">' in done
     callables.reset()
+
+
+def test_a_restarted_failure_stays_listed_with_its_history(operator, deps) -> None:
+    from tests.engine import callables
+    from tests.engine.conftest import define, drain, py, run_batch
+
+    callables.reset()
+    define(deps, py("a", dag="g"), py("b", "a", dag="g"))
+    callables.FAILURES["b"] = [callables.permanent("first failure")]
+    batch_id = run_batch(deps, "g")
+    assert operator.post(f"/batches/{batch_id}/restart", data={"confirm": "yes"}, headers=AUTH).status_code == 303
+    drain(deps)
+    html = page(operator, f"/batches/{batch_id}")
+    assert f'Batch {batch_id} <span class="status s-SUCCESS">' in html
+    tries = re.search(r'<table id="tries">.*?</table>', html, re.S).group(0)
+    assert 'data-try="b"' in tries and "first failure" in tries and "s-ERROR" in tries
+
+    failed = page(operator, "/runs?status=ERROR")  # Airflow keeps every try; so do we
+    assert 'data-task="b" data-earlier="0-1"' in failed and "first failure" in failed
+    assert 'data-task="a"' not in failed
+    everything = page(operator, "/runs")
+    assert everything.count('data-task="b"') == 2  # the current SUCCESS and the earlier ERROR
+    callables.reset()
