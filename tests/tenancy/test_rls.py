@@ -13,6 +13,7 @@ from database.tenancy import InvalidTenant, current_tenant, tenant_dataset, tena
 
 TENANT_TABLES = ("files", "task_batch", "domain", "tables", "tasks", "query", "repo", "power_bi_report", "outbox",
                  "job", "job_file", "artifacts", "staging_entity", "staging")
+RLS_TABLES = (*TENANT_TABLES, "task_try")  # with row-level security, seeded or not
 
 
 def seed(conn, tenant: str, n: int) -> dict[str, object]:
@@ -171,10 +172,10 @@ def test_roles_and_forced_rls_are_in_place(deps) -> None:
                                        "WHERE rolname IN ('caf_app', 'caf_system')")).all())
         assert roles == {"caf_app": False, "caf_system": False}
         flags = conn.execute(text("SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
-                                  "WHERE relname = ANY(:t) AND relkind = 'r'"), {"t": list(TENANT_TABLES)}).all()
-        assert sorted(flags) == sorted((t, True, True) for t in TENANT_TABLES)
+                                  "WHERE relname = ANY(:t) AND relkind = 'r'"), {"t": list(RLS_TABLES)}).all()
+        assert sorted(flags) == sorted((t, True, True) for t in RLS_TABLES)
         policies = conn.execute(text("SELECT tablename, policyname, roles FROM pg_policies")).all()
-        assert {(t, p) for t, p, _ in policies} == {(t, p) for t in TENANT_TABLES
+        assert {(t, p) for t, p, _ in policies} == {(t, p) for t in RLS_TABLES
                                                    for p in ("tenant_isolation", "system_access")}
 
 
