@@ -160,8 +160,10 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
             loaded = 0
         else:
             ids = files_db.generation_ids(session=session, bucket=ref.bucket, name=ref.name)
+            # The object's only generation ever recorded: nothing of it can be in the table yet.
             result = steps.load(staged, table, deps, file_id=claim.file_id, batch_id=batch_id,
-                                 replace_file_ids=ids, generation=ref.generation)
+                                replace_file_ids=ids, generation=ref.generation,
+                                first_load=ids == [claim.file_id])
             loaded = result.rows_loaded
             fields["rows_loaded"] = loaded
         if not files_db.finish(session=session, file_id=claim.file_id, token=claim.token, status="SUCCESS",

@@ -204,7 +204,8 @@ def job_id(ref_key: str, batch_id: int | None) -> str:
 
 
 def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
-         replace_file_ids: list[int], generation: int, object_key: str | None = None) -> LoadResult:
+         replace_file_ids: list[int], generation: int, object_key: str | None = None,
+         first_load: bool = False) -> LoadResult:
     request = LoadRequest(
         target=target_with_new_columns(table, staged.new_columns),
         staged_uri=staged.staged_uri or str(staged.local_path),
@@ -213,6 +214,7 @@ def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: 
         batch_id=batch_id,
         job_id=job_id(object_key or f"{file_id}#{generation}", batch_id),
         replace_file_ids=tuple(replace_file_ids),
+        first_load=first_load,
         labels={"caf_file_id": str(file_id), "caf_batch_id": str(batch_id)},
     )
     return deps.warehouse.load(request)

@@ -30,6 +30,11 @@ class LoadRequest:
     job_id: str
     """Deterministic per object version: a retried load reattaches instead of running twice."""
     replace_file_ids: tuple[int, ...] = ()
+    first_load: bool = False
+    """No other generation of this object was ever recorded and this is no reprocess: nothing of
+    the object can be in the table but what an earlier attempt of this same request wrote under
+    this `job_id`. An `append` may then load straight into the target (BigQuery: one load job,
+    free, instead of a scratch table and a billed DML job); other modes ignore it."""
     staged_path: Path | None = None
     labels: dict[str, str] = field(default_factory=dict)
 

@@ -297,8 +297,16 @@ class FakeBigQuery:
             error = {"reason": "notFound", "message": f"Not found: Dataset {self.project}:{d}"}
             job["status"].update(errorResult=error, errors=[error])
             return
-        self.put_table(d, t, {"schema": load.get("schema", {})})
-        self.tables[(d, t)]["numRows"] = str(self.load_rows)
+        existing = self.tables.get((d, t))
+        if existing is None and load.get("createDisposition") == "CREATE_NEVER":
+            error = {"reason": "notFound", "message": f"Not found: Table {self.project}:{d}.{t}"}
+            job["status"].update(errorResult=error, errors=[error])
+            return
+        if existing is not None and load.get("writeDisposition") == "WRITE_APPEND":
+            existing["numRows"] = str(int(existing.get("numRows") or 0) + self.load_rows)
+        else:
+            self.put_table(d, t, {"schema": load.get("schema", {})})
+            self.tables[(d, t)]["numRows"] = str(self.load_rows)
         job["statistics"]["load"] = {"outputRows": str(self.load_rows), "inputFiles": "1"}
 
     def _run_query(self, job: dict, query: dict) -> None:

@@ -654,3 +654,62 @@ def test_sanitize_labels():
     }
     assert len(sanitize_labels({f"k{i}": "v" for i in range(100)})) == 64
     assert sanitize_labels({"k" * 100: "v" * 100}) == {"k" * 63: "v" * 63}
+
+
+# -- first generation of an append: one free load job ------------------------------------
+def plain_orders(**kw) -> TableTarget:
+    """Orders without JSON / BIGNUMERIC columns (those are staged as text and need the apply step)."""
+    cols = tuple(c for c in orders().columns if c.type not in ("JSON", "BIGNUMERIC"))
+    return orders(columns=cols, **kw)
+
+
+def test_first_generation_append_is_one_load_job_into_the_target(wh, fake):
+    wh.ensure_table(plain_orders())
+    fake.load_rows = 3
+    result = wh.load(request(plain_orders(), replace_file_ids=(42,), first_load=True))
+
+    (job,) = fake.job_inserts()  # no scratch table, no DML query job
+    assert job.body["jobReference"]["jobId"] == "caf_load_42_1700000000000001_append"
+    load = job.body["configuration"]["load"]
+    assert load["destinationTable"] == {"projectId": PROJECT, "datasetId": "sales", "tableId": "orders"}
+    assert (load["writeDisposition"], load["createDisposition"]) == ("WRITE_APPEND", "CREATE_NEVER")
+    assert load["sourceUris"] == ["gs://caf-staging/sales/orders/42.parquet"]
+    # The table's own schema, REQUIRED included, so the append is accepted as is.
+    assert fields(load)[0] == ("order_id", "INT64", "REQUIRED")
+    assert (result.rows_loaded, result.job_id) == (3, "caf_load_42_1700000000000001_append")
+    assert "_caf_staging" not in fake.datasets
+    assert fake.tables[("sales", "orders")]["numRows"] == "3"
+
+
+def test_first_generation_append_retried_reattaches_instead_of_appending_twice(wh, fake):
+    wh.ensure_table(plain_orders())
+    fake.load_rows = 3
+    first = wh.load(request(plain_orders(), first_load=True))
+    fake.load_rows = 999  # a second load job would append these
+    second = wh.load(request(plain_orders(), first_load=True))
+
+    assert second == first
+    assert [r.status for r in fake.job_inserts()] == [200, 409]
+    assert fake.tables[("sales", "orders")]["numRows"] == "3"
+
+
+def test_failed_first_append_retries_under_the_next_id(wh, fake):
+    wh.ensure_table(plain_orders())
+    fake.fail_job(r"_append$", "backendError", "Backend error. Job aborted.")
+    with pytest.raises(TransientError):
+        wh.load(request(plain_orders(), first_load=True))
+    fake.load_rows = 4
+    result = wh.load(request(plain_orders(), first_load=True))
+    assert result.job_id == "caf_load_42_1700000000000001_append_r2"
+    assert fake.tables[("sales", "orders")]["numRows"] == "4"
+
+
+@pytest.mark.parametrize(("target", "first_load"), [
+    (plain_orders(), False),                      # a later generation: its predecessor's rows go
+    (plain_orders(write_mode="replace"), True),   # replace and merge always need the apply step
+    (plain_orders(write_mode="merge", keys=("order_id",)), True),
+    (orders(), True),                             # JSON / BIGNUMERIC are converted by the apply step
+])
+def test_other_loads_keep_the_scratch_table_and_apply_job(wh, fake, target, first_load):
+    wh.load(request(target, first_load=first_load))
+    assert [r.body["jobReference"]["jobId"].rsplit("_", 1)[-1] for r in fake.job_inserts()] == ["stage", "apply"]

@@ -235,3 +235,25 @@ def test_objects_only_match_their_own_tenants_tables(deps, tmp_path) -> None:
     # A path naming another tenant that has no such table does not fall back to the default's tables.
     stray = ing.load("acme/crm/orders/x.csv", ORDERS_CSV)
     assert stray.status == "ERROR" and "no table registered" in stray.error_message
+
+
+def test_only_an_objects_first_generation_may_load_as_a_plain_append(ing: Ingest, monkeypatch) -> None:
+    """`first_load` (BigQuery: one load job, no delete) only when nothing of the object can be in the
+    table: never for a later generation, whose predecessor's rows must go, nor for a reprocess."""
+    from adapters.warehouse.duckdb import DuckDbWarehouse
+    from pipeline import ingest
+
+    seen: list[tuple[int, bool]] = []
+    real_load = DuckDbWarehouse.load
+
+    def load(self, request):
+        seen.append((request.file_id, request.first_load))
+        return real_load(self, request)
+
+    monkeypatch.setattr(DuckDbWarehouse, "load", load)
+    first = ing.load("sales/orders/day1.csv", ORDERS_CSV)
+    second = ing.load("sales/orders/day1.csv", "Order ID,amount,order_date,note\n9,1,2026-11-05,x\n")
+    other = ing.load("sales/orders/day2.csv", "Order ID,amount,order_date,note\n10,1,2026-11-05,y\n")
+    ingest.reprocess(other.id, ing.deps, now=ing.deps.clock())
+    assert seen == [(first.id, True), (second.id, False), (other.id, True), (other.id, False)]
+    assert ing.count("sales.orders") == 2
