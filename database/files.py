@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Boolean, exists, func, literal_column, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -49,19 +49,24 @@ def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim
     lease_expired = (File.status == "PROCESSING") & (
         File.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
     )
-    stmt = base.on_conflict_do_update(
+    claimed = base.on_conflict_do_update(
         index_elements=[File.bucket, File.name, File.generation],
         set_={"status": "PROCESSING", "claim_token": token, "claimed_at": func.now(),
               "attempts": File.attempts + 1, "updated_at": func.now()},
         where=(File.status == "NEW") | lease_expired,
-    ).returning(File.id, File.attempts, File.batch_id)
-    row = session.execute(stmt).first()
-    if row is not None:
+    ).returning(File.id, File.status, File.attempts, File.batch_id, File.archived_uri, File.rows_loaded,
+                literal_column("true", Boolean).label("claimed")).cte("claimed")
+    this_version = (File.bucket == ref.bucket, File.name == ref.name, File.generation == ref.generation)
+    recorded = select(File.id, File.status, File.attempts, File.batch_id, File.archived_uri,
+                      File.rows_loaded, literal_column("false", Boolean).label("claimed"))
+    # One statement (one round trip) whether the version is claimed or already recorded: a
+    # redelivered event costs a single query. The second branch reads the statement's snapshot.
+    row = session.execute(union_all(select(claimed), recorded.where(*this_version, ~exists(select(claimed.c.id))))
+                          ).first()
+    if row is not None and row.claimed:
         return Claim("claimed", row.id, token, row.attempts, "PROCESSING", row.batch_id)
-    existing = session.execute(
-        select(File.id, File.status, File.attempts, File.batch_id, File.archived_uri, File.rows_loaded)
-        .where(File.bucket == ref.bucket, File.name == ref.name, File.generation == ref.generation)
-    ).one()
+    existing = row if row is not None else session.execute(recorded.where(*this_version)).one()
+    # (None only when another instance inserted the row after this statement's snapshot.)
     state: ClaimState = "busy" if existing.status == "PROCESSING" else "done"
     # A superseded version (SUCCESS, nothing loaded) is left where it is, as when it finished.
     unarchived = existing.archived_uri is None and (
@@ -92,6 +97,17 @@ def newer_generation_loaded(*, session: Session, bucket: str, name: str, generat
     )
 
 
+def newer_and_generation_ids(*, session: Session, bucket: str, name: str,
+                             generation: int) -> tuple[int | None, list[int]]:
+    """`newer_generation_loaded` and `generation_ids` in one query (one round trip)."""
+    row = session.execute(
+        select(func.max(File.generation).filter(File.generation > generation, File.status == "SUCCESS",
+                                                File.rows_loaded.is_not(None)),
+               func.array_agg(File.id)).where(File.bucket == bucket, File.name == name)
+    ).one()
+    return row[0], sorted(row[1] or [])
+
+
 def generation_ids(*, session: Session, bucket: str, name: str) -> list[int]:
     """Ids of every recorded generation of an object name: their rows are replaced by a new load."""
     return list(session.scalars(select(File.id).where(File.bucket == bucket, File.name == name)))
@@ -99,18 +115,20 @@ def generation_ids(*, session: Session, bucket: str, name: str) -> list[int]:
 
 def attach(*, session: Session, file_id: int, table_id: int | None, tenant_id: str | None,
            root: str | None) -> int:
-    """Record the matched table and give the file its batch (created once, reused on takeover)."""
-    file = session.get(File, file_id, with_for_update=True)
-    assert file is not None
-    file.table_id = table_id
-    if tenant_id:
-        file.tenant_id = tenant_id
-    if file.batch_id is None:
-        batch = TaskBatch(trigger="file", root=root, tenant_id=tenant_id or file.tenant_id)
-        session.add(batch)
-        session.flush()
-        file.batch_id = batch.id
-    return file.batch_id
+    """Record the matched table and give the file its batch (created once, reused on takeover).
+
+    One statement: the file row is locked, the batch inserted only when the file has none yet.
+    """
+    batch_id = session.execute(text(
+        "WITH f AS (SELECT id, batch_id, tenant_id FROM files WHERE id = :file_id FOR UPDATE), "
+        "b AS (INSERT INTO task_batch (trigger, root, tenant_id) "
+        "      SELECT 'file', :root, coalesce(:tenant_id, f.tenant_id) FROM f WHERE f.batch_id IS NULL "
+        "      RETURNING id) "
+        "UPDATE files SET table_id = :table_id, tenant_id = coalesce(:tenant_id, files.tenant_id), "
+        "       batch_id = coalesce(files.batch_id, (SELECT id FROM b)), updated_at = now() "
+        "WHERE files.id = :file_id RETURNING files.batch_id"),
+        {"file_id": file_id, "root": root, "tenant_id": tenant_id or None, "table_id": table_id}).scalar_one()
+    return int(batch_id)
 
 
 def finish(*, session: Session, file_id: int, token: str, status: str, **fields: Any) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from database.globs import source_matches
 from database.models import Domain, SchemaColumn, Table
@@ -123,14 +123,18 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
     from database.base import DEFAULT_TENANT
 
     head, _, rest = name.partition("/")
+    # One query for the tables of both tenants the name could belong to (the path's head, the
+    # default); the head is the tenant only when it owns at least one table.
+    owners = [tenant_id] if tenant_id is not None else [DEFAULT_TENANT, head] if rest else [DEFAULT_TENANT]
+    query = (select(Table).options(selectinload(Table.columns), joinedload(Table.domain))
+             .where(Table.tenant_id.in_(owners)))
+    tables = list(session.scalars(query))
     if tenant_id is None:
-        owners = set(session.scalars(select(Table.tenant_id).distinct()))
-        tenant_id = head if rest and head in owners and head != DEFAULT_TENANT else DEFAULT_TENANT
+        tenant_id = head if rest and head != DEFAULT_TENANT and any(t.tenant_id == head for t in tables) \
+            else DEFAULT_TENANT
     if tenant_id != DEFAULT_TENANT and head == tenant_id and rest:
         name = rest
-    query = (select(Table).options(selectinload(Table.columns), selectinload(Table.domain))
-             .where(Table.tenant_id == tenant_id))
-    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, name)]
+    candidates = [t for t in tables if t.tenant_id == tenant_id and source_matches(t.source_glob, name)]
     if not candidates:
         return None
     candidates.sort(key=lambda t: _specificity(t.source_glob), reverse=True)

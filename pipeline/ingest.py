@@ -147,8 +147,8 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
     deps.warehouse.ensure_table(steps.target_with_new_columns(table, staged.new_columns))
     with unit_of_work(deps.sessions) as session:
         files_db.lock_object_name(session=session, bucket=ref.bucket, name=ref.name)
-        newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
-                                                 generation=ref.generation)
+        newer, ids = files_db.newer_and_generation_ids(session=session, bucket=ref.bucket, name=ref.name,
+                                                       generation=ref.generation)
         fields: dict[str, Any] = {"rows_read": staged.rows_read, "rows_rejected": staged.rows_rejected,
                                   "staged_uri": staged.staged_uri, "quarantine_uri": staged.quarantine_uri,
                                   "error_message": None}
@@ -159,7 +159,6 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
             fields.update(rows_loaded=None, detail=f"superseded by generation {newer}; not loaded")
             loaded = 0
         else:
-            ids = files_db.generation_ids(session=session, bucket=ref.bucket, name=ref.name)
             # The object's only generation ever recorded: nothing of it can be in the table yet.
             result = steps.load(staged, table, deps, file_id=claim.file_id, batch_id=batch_id,
                                 replace_file_ids=ids, generation=ref.generation,
