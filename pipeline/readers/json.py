@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from pipeline.readers.columns import column
@@ -30,8 +31,13 @@ from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 _DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 _SPACE = re.compile(r"[ \t\n\r]*")
-_BLANK_LINE = re.compile(rb"(^|\n)[ \t\r]*(\n|$)")
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")  # searched in "\n" + block + "\n": starts at a newline only
 _BATCH_ROWS = 100_000
+# A run of more than 16 number characters may be a number float64 cannot hold exactly; found by
+# mapping number characters to "#" (bytes.translate and `in` run at memory speed, a regex does not).
+_NUMBER_CHARS = bytes.maketrans(bytes(range(256)), bytes(ord("#") if chr(b) in "0123456789.eE+-" else ord(" ")
+                                                             for b in range(256)))
+_LONG_NUMBER = b"#" * 17
 
 
 def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
@@ -49,6 +55,7 @@ def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Itera
     carry = b""
     line, row = 1, 1
     done = False
+    text_columns: dict[str, int] = {}  # string columns pyarrow reads as timestamps (see _fast)
     while not done:
         chunk = next(chunks, None)
         if chunk is None:
@@ -65,26 +72,77 @@ def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Itera
             block, carry = buffer[: cut + 1], buffer[cut + 1:]
         if not block:
             continue
-        batch = _fast(block, row) or _slow(block, line, row, name)
+        batch = _fast(block, row, text_columns) or _slow(block, line, row, name)
         if batch.data.num_rows or batch.bad_rows:
             yield batch
         line += block.count(b"\n")
         row += batch.data.num_rows + len(batch.bad_rows)
 
 
-def _fast(block: bytes, row: int) -> SourceBatch | None:
-    """pyarrow's parser, when its result is exact and lines map one-to-one onto rows."""
-    if _BLANK_LINE.search(block.rstrip(b"\r\n")):
+def _fast(block: bytes, row: int, text_columns: dict[str, int] | None = None) -> SourceBatch | None:
+    """pyarrow's parser, when its result is exact and lines map one-to-one onto rows.
+
+    Exact means: ISO strings stay text (pyarrow would read them as timestamps: those columns are
+    parsed again as strings; `text_columns` remembers them, with their place among the columns,
+    for the next blocks), and a number
+    with a fraction is read as float64 only when no number-like run in the block is longer than
+    16 characters, i.e. every such number has at most 15 significant digits and survives float64
+    unchanged; it is then handed on as the decimal its shortest text spells, as `_slow` would.
+    """
+    if _has_blank_line(block) or _LONG_NUMBER in block.translate(_NUMBER_CHARS):
         return None
+    known = text_columns if text_columns is not None else {}
     try:
-        table = pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(
-            use_threads=False, block_size=len(block) + 1))
+        table = _parse(block, known)
+        temporal = {f.name: i for i, f in enumerate(table.schema) if pa.types.is_temporal(f.type)}
+        if temporal:
+            known.update(temporal)
+            table = _parse(block, known)
     except pa.ArrowInvalid:
         return None
+    if known:  # explicit columns come first: put them back where they are in the file
+        names = [n for n in table.schema.names if n not in known]
+        for name, place in sorted(known.items(), key=lambda kv: kv[1]):
+            if name in table.schema.names:
+                names.insert(min(place, len(names)), name)
+        table = table.select(names)
     lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-    if table.num_rows != lines or not all(_exact(f.type) for f in table.schema):
+    if table.num_rows != lines:
         return None
+    columns = []
+    for field, values in zip(table.schema, table.columns, strict=True):
+        typed = _as_decimal(values) if pa.types.is_floating(field.type) else values
+        if typed is None or not (pa.types.is_floating(field.type) or _exact(field.type)):
+            return None
+        columns.append(typed)
+    table = pa.Table.from_arrays(columns, names=table.schema.names)
     return SourceBatch(columns=table.schema.names, data=_one_batch(table), first_row=row, bad_rows=[])
+
+
+def _has_blank_line(block: bytes) -> bool:
+    return _BLANK_LINE.search(b"\n" + block.rstrip(b"\r\n") + b"\n") is not None
+
+
+def _parse(block: bytes, text_columns: dict[str, int]) -> pa.Table:
+    schema = pa.schema([(name, pa.string()) for name in text_columns]) if text_columns else None
+    return pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(
+        use_threads=False, block_size=len(block) + 1), parse_options=pajson.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer"))
+
+
+def _as_decimal(column: pa.ChunkedArray) -> pa.Array | None:
+    """float64 → the decimal its shortest round-trip text spells (12.5 → 12.5, not 12.4999...), with
+    the scale of the longest fraction; None when a value needs an exponent."""
+    text = column.combine_chunks().cast(pa.string())
+    if pc.any(pc.match_substring(text, "e")).as_py():
+        return None
+    dot = pc.find_substring(text, ".")
+    decimals = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
+    scale = pc.max(decimals).as_py() or 0
+    try:
+        return text.cast(pa.decimal128(38, scale))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _exact(t: pa.DataType) -> bool:

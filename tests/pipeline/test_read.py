@@ -250,6 +250,25 @@ def test_ndjson_numbers_and_timestamps_stay_exact(tmp_path: Path) -> None:
     assert values["t"] == "2024-01-02T03:04:05.5+01:00"
 
 
+def test_ndjson_fast_path_keeps_values_text_and_column_order_across_blocks(tmp_path: Path) -> None:
+    """Typical NDJSON goes through pyarrow's parser (fast) and must read exactly as the line-by-line
+    path would: fractions as their decimal value, ISO strings as text, the file's column order."""
+    from decimal import Decimal
+
+    line = ('{{"id": {i}, "amount": {a}, "price": 0.1, "at": "2026-01-0{d}T12:00:07Z", "day": "2026-01-01", '
+            '"tags": ["x"], "ok": true}}')
+    data = "\n".join(line.format(i=i, a=["123456789.123456", "12.5", "7"][i % 3], d=i % 9 + 1)
+                     for i in range(1, 301)).encode() + b"\n"
+    batches = read(write(tmp_path, data, "f.ndjson"), "ndjson", block_size=4096)
+    assert len(batches) > 3
+    assert {tuple(b.columns) for b in batches} == {("id", "amount", "price", "at", "day", "tags", "ok")}
+    got = rows(batches)
+    assert [r for r, _ in got] == list(range(1, 301))
+    assert got[0][1] == {"id": 1, "amount": Decimal("12.5"), "price": Decimal("0.1"), "at": "2026-01-02T12:00:07Z",
+                         "day": "2026-01-01", "tags": ["x"], "ok": True}
+    assert got[2][1]["amount"] == Decimal("123456789.123456")  # not 123456789.12345600128173828125
+
+
 def test_ndjson_malformed_lines_are_bad_rows(tmp_path: Path) -> None:
     deep = b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     data = b'{"a": 1}\n{"a": \n{"a": 3}\n\n[4]\n{"a": 5}\n' + deep + b"\n"
