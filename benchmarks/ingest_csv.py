@@ -73,7 +73,7 @@ def run_duckdb(csv: Path) -> dict:
     return {"seconds": time.perf_counter() - start, "rows": rows}
 
 
-def run_pipeline(csv: Path) -> dict:
+def run_pipeline(csv: Path, fmt: str = "csv") -> dict:
     import shutil
 
     import logs
@@ -99,10 +99,12 @@ def run_pipeline(csv: Path) -> dict:
     deps = Deps(settings)
     with deps.engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE files, tables, schemas, domain, task_batch, outbox RESTART IDENTITY CASCADE")
-    (WORK / "table.yaml").write_text(TABLE_YAML)
+    suffix = csv.name.removesuffix(".gz").rsplit(".", 1)[-1]
+    (WORK / "table.yaml").write_text(TABLE_YAML.replace("format: csv", f"format: {fmt}")
+                                     .replace("*.csv", f"*.{suffix}"))
     with unit_of_work(deps.sessions) as session:
         sync_definition(session=session, definition=parse_definition(WORK / "table.yaml"))
-    info = deps.storage.put_file("landing", "bench/events/events.csv", csv)
+    info = deps.storage.put_file("landing", f"bench/events/{csv.name}", csv)
     ref = ObjectRef(bucket=info.bucket, name=info.name, generation=info.generation, size=info.size)
     start = time.perf_counter()
     raw_file.handle(ref, deps)
