@@ -56,7 +56,7 @@ def status(
     """
     deps = open_deps()
     if not as_json:
-        console.print(f"[dim]{escape(environment_line(deps.settings))}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[dim]{escape(environment_line(deps.settings))}[/]", highlight=False, overflow="fold")
     if target:
         _table_status(deps, target, as_json=as_json)
     elif metrics:
@@ -129,13 +129,15 @@ def _print_overview(data: dict[str, Any]) -> None:
         console.print(batches)
     if data["recent_failed_runs"]:
         runs = Table(title="failed task runs")
-        for col in ("run", "batch", "task", "kind", "attempts", "remote id", "error"):
-            runs.add_column(col, overflow="fold")
+        for col in ("run", "batch", "task", "kind", "attempts", "remote id"):
+            runs.add_column(col, overflow="fold", no_wrap=col != "remote id")
         for r in data["recent_failed_runs"]:
             runs.add_row(str(r["id"]), str(r["batch_id"]), r["task"], r["kind"], str(r["attempt"]),
-                         r["remote_id"] or "",
-                         f"[red]{escape(textwrap.shorten(r['error'] or '', width=300, placeholder=' …'))}[/]")
+                         r["remote_id"] or "")
         console.print(runs)
+        for r in data["recent_failed_runs"]:  # the errors as paragraphs: wrapped at words, never cut
+            error = textwrap.shorten(r["error"] or "", width=300, placeholder=" …")
+            console.print(f"run {r['id']} ({escape(r['task'])}): [red]{escape(error)}[/]", highlight=False)
     if data["tables"]:
         tables = Table(title="tables")
         for col in ("table", "freshness", "why"):

@@ -192,9 +192,10 @@ def print_batch(deps: Deps, batch_id: int) -> None:
     batch = data["batch"]
     took = (batch["finished_at"] - batch["started_at"]).total_seconds() if batch["finished_at"] else None
     style = _STYLE.get(batch["status"], "")
-    title = (f"batch {batch_id} [{style}]{batch['status']}[/] · {batch['trigger']} {batch['root'] or ''}"
-             + (f" · {took:.1f}s" if took is not None else ""))
-    table = Table(title=title)
+    title = (f"[bold]batch {batch_id}[/] [{style}]{batch['status']}[/] · {batch['trigger']} "
+             f"{escape(batch['root'] or '')}" + (f" · {took:.1f}s" if took is not None else ""))
+    console.print(title, highlight=False)
+    table = Table()
     for column in ("task", "kind", "status", "attempt", "seconds", "detail"):
         table.add_column(column, justify="right" if column in ("attempt", "seconds") else "left",
                          no_wrap=column != "detail")  # names whole; the detail wraps at words
@@ -203,15 +204,21 @@ def print_batch(deps: Deps, batch_id: int) -> None:
         table.add_row(r["name"], r["kind"], f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempt"]),
                       "" if seconds is None else f"{seconds:.2f}", _detail(r))
     console.print(table)
+    for r in data["runs"]:  # errors and skip reasons as paragraphs: wrapped at words, never cut
+        if r["status"] in ("ERROR", "SKIPPED") and r["error"]:
+            console.print(f"[{_STYLE[r['status']]}]{escape(r['name'])}[/]: "
+                          f"{escape(textwrap.shorten(str(r['error']), width=600, placeholder=' …'))}",
+                          highlight=False)
     if data["tries"]:
         earlier = Table(title="earlier tries (retried or restarted)")
         for column in ("task", "restart", "attempt", "status", "ended", "error"):
             earlier.add_column(column, justify="right" if column in ("restart", "attempt") else "left",
-                               overflow="fold")
+                               overflow="fold", no_wrap=column in ("task", "ended"))
         for t in data["tries"]:
             ended = f"{t['finished_at']:%Y-%m-%d %H:%M:%S}" if t["finished_at"] else ""
             state = f"[{_STYLE.get(t['status'], 'yellow')}]{t['status']}[/]"
-            earlier.add_row(t["name"], str(t["restart"]), str(t["attempt"]), state, ended, str(t["error"] or "")[:200])
+            error = textwrap.shorten(str(t["error"] or ""), width=200, placeholder=" …")  # cut at a word
+            earlier.add_row(t["name"], str(t["restart"]), str(t["attempt"]), state, ended, escape(error))
         console.print(earlier)
     counts = batch["summary"].get("counts")
     if counts:
@@ -219,8 +226,8 @@ def print_batch(deps: Deps, batch_id: int) -> None:
 
 
 def _detail(run: dict[str, Any]) -> str:
-    if run["status"] in ("ERROR", "SKIPPED"):  # shortened at a word, never mid-word
-        return textwrap.shorten(str(run["error"] or ""), width=160, placeholder=" …")
+    if run["status"] in ("ERROR", "SKIPPED"):
+        return "see below" if run["error"] else ""
     output = run["output"] or {}
     for key in ("rows_affected", "invocation", "request_id", "files", "waiting_for"):
         if output.get(key) is not None:

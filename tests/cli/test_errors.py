@@ -62,8 +62,8 @@ def test_status_names_its_environment_and_prints_no_third_party_lines(tmp_path: 
     url = fresh_database(pg_server_url, "caf_cli_env")
     result = caf("status", tmp_path=tmp_path, DATABASE_URL=url)
     assert result.returncode == 0, result.stderr
-    first = result.stdout.splitlines()[0]
-    assert "APP_ENV=test" in first and "metadata postgresql" in first
+    said = " ".join(result.stdout.split())
+    assert said.startswith("APP_ENV=test · metadata postgresql")
     assert result.stderr == ""  # no INFO lines from pgserver / alembic, no teardown messages
 
 
