@@ -121,6 +121,13 @@ class FunctionSettings(_Section):
     max_instances: int = Field(20, ge=1)
 
 
+class PurgeSchedule(_Section):
+    schedule: str | None = None
+    """Cloud Scheduler cron of the `purge` message; None (default): retention is not scheduled."""
+    older_than: str = Field("90d", pattern=r"^\s*\d+\s*[dhw]?\s*$")
+    """What the scheduled purge deletes: older than this (90d, 12w, 36h)."""
+
+
 class DeploySettings(_Section):
     """Read by run/scripts/deploy (from config/prod.yaml); the functions themselves ignore it."""
 
@@ -130,6 +137,8 @@ class DeploySettings(_Section):
     operator: FunctionSettings = FunctionSettings(memory="1Gi", timeout_seconds=300, max_instances=5)
     sweep_schedule: str = "*/5 * * * *"
     """Cloud Scheduler cron for the lease / outbox sweeps."""
+    purge: PurgeSchedule = PurgeSchedule()
+    """Scheduled retention (what `caf purge --older-than X --yes` does); off unless `schedule` is set."""
 
 
 class Settings(BaseSettings):

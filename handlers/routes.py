@@ -13,7 +13,7 @@ log = logging.getLogger("caf.routes")
 
 # GCS Pub/Sub notification event types that are not new object versions: acknowledged, ignored.
 _IGNORED_GCS_EVENTS = ("OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
-PUBSUB_ROUTES = ("task", "dataform", "powerbi", "file_loaded", "sweep")
+PUBSUB_ROUTES = ("task", "dataform", "powerbi", "file_loaded", "sweep", "purge")
 
 
 @functools.cache
@@ -95,6 +95,11 @@ def pubsub(message: PubSubMessage) -> None:
 
     if route == "sweep":
         outbox_sweep(get_deps())
+        return
+    if route == "purge":  # Cloud Scheduler, when deploy.purge.schedule is set
+        from handlers import purge
+
+        purge.scheduled(message.json(), get_deps())
         return
     from handlers import tasks
 

@@ -105,3 +105,23 @@ def _info(file):
     from adapters.storage.base import ObjectInfo
 
     return ObjectInfo(bucket=file.bucket, name=file.name, generation=file.generation, size=0)
+
+
+def test_scheduled_purge_message_deletes_what_caf_purge_yes_would(deps, ingest) -> None:
+    """Cloud Scheduler's `purge` message (deploy.purge.schedule) through handle_pubsub."""
+    from values.messages import OutgoingMessage
+
+    ingest.register(ORDERS)
+    old = ingest.load("sales/orders/old.csv", ORDERS_CSV)
+    newest = ingest.load("sales/orders/new.csv", ORDERS_CSV)
+    while deps.publisher.drain():
+        pass
+    age_everything(deps, 100)
+    deps.publisher.publish(OutgoingMessage("purge", {"older_than": "oops"}))  # malformed: acknowledged
+    deps.publisher.publish(OutgoingMessage("purge", {"older_than": "90d"}))
+    while deps.publisher.drain():
+        pass
+    with deps.engine.connect() as conn:
+        left = {r[0] for r in conn.execute(text("SELECT name FROM files"))}
+    assert left == {newest.name} and old.name not in left  # the newest file of a table is always kept
+    assert not deps.publisher.dead_letters
