@@ -172,16 +172,16 @@ def freshness(target: str = typer.Argument(..., help="DATASET.TABLE"),
 
 # -- output ----------------------------------------------------------------------------------
 def batch_data(deps: Deps, batch_id: int) -> dict[str, Any]:
-    from database import tasks as db
+    from database import batches as batch_db
     from database import tries
     from database.session import unit_of_work
     from errors import PermanentError
 
     with unit_of_work(deps.sessions) as session:
-        batch = db.get_batch(session=session, batch_id=batch_id)
+        batch = batch_db.get_batch(session=session, batch_id=batch_id)
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
-        runs = db.batch_runs(session=session, batch_id=batch_id)
+        runs = batch_db.batch_runs(session=session, batch_id=batch_id)
         earlier = tries.batch_tries(session=session, batch_id=batch_id)
     return {"batch": dataclasses.asdict(batch), "runs": runs, "tries": earlier}
 

@@ -78,7 +78,7 @@ def static_inputs(*, task: TaskRow, output: dict[str, Any],
 def run_inputs(*, session: Session, task: TaskRow, batch_id: int, output: dict[str, Any],
                upstream: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str]:
     """The inputs of a run that is finishing, and their run key (called inside its transaction)."""
-    from database.tasks import upstream_runs
+    from database.runs import upstream_runs
 
     files = dict(output.get("files") or {})
     for table in input_tables(task):

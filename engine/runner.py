@@ -15,8 +15,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import logs
+from database import batches as batch_db
 from database import outbox
-from database import tasks as db
+from database import runs as run_db
+from database import tasks as task_db
+from database.direct import direct
 from database.session import unit_of_work
 from engine import kinds, retry, scheduler
 from engine.kinds.base import Done, Outcome, Pending, RemoteFailure, Skip, TaskContext
@@ -25,7 +28,8 @@ from errors import PermanentError, TransientError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from database.tasks import RunRow, TaskRow
+    from database.runs import RunRow
+    from database.tasks import TaskRow
     from engine.ports import TaskPorts
 
 log = logging.getLogger("caf.engine")
@@ -40,13 +44,13 @@ def run_message(deps: TaskPorts, *, batch_id: int, task_id: int, attempt: int, c
     now = deps.clock()
     claimed = None
     if check is None:
-        with db.direct(deps.sessions) as conn:
-            claimed = db.claim_run_direct(conn, batch_id=batch_id, task_id=task_id, attempt=attempt, now=now)
+        with direct(deps.sessions) as conn:
+            claimed = run_db.claim_run_direct(conn, batch_id=batch_id, task_id=task_id, attempt=attempt, now=now)
     if claimed is None:
         with unit_of_work(deps.sessions) as session:
-            task = db.get_task(session=session, task_id=task_id)
-            run = db.get_run(session=session, batch_id=batch_id, task_id=task_id)
-            batch = db.get_batch(session=session, batch_id=batch_id)
+            task = task_db.get_task(session=session, task_id=task_id)
+            run = run_db.get_run(session=session, batch_id=batch_id, task_id=task_id)
+            batch = batch_db.get_batch(session=session, batch_id=batch_id)
     if claimed is not None:
         run, task, batch = claimed.run, claimed.task, claimed.batch
     elif task is None or run is None or batch is None:

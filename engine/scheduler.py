@@ -13,8 +13,11 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from database import batches as batch_db
 from database import outbox, tries
-from database import tasks as db
+from database import runs as run_db
+from database import tasks as task_db
+from database.direct import direct
 from database.session import unit_of_work
 from errors import PermanentError
 from values.reasons import task_reason
@@ -22,7 +25,9 @@ from values.reasons import task_reason
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from database.tasks import BatchRow, RunRow, TaskRow
+    from database.batches import BatchRow
+    from database.runs import RunRow
+    from database.tasks import TaskRow
     from engine.ports import TaskPorts
 
 log = logging.getLogger("caf.engine")
@@ -39,21 +44,21 @@ def start_batch(deps: TaskPorts, *, name: str, trigger: str, parameters: dict[st
     with unit_of_work(deps.sessions) as session:
         if message_id:
             session.execute(_advisory_lock(f"trigger:{message_id}"))
-            existing = db.batch_for_message(session=session, message_id=message_id)
+            existing = batch_db.batch_for_message(session=session, message_id=message_id)
             if existing is not None:
                 log.info("trigger message %s already started batch %s", message_id, existing)
                 return existing
-        task = db.find_task(session=session, name=name)
+        task = task_db.find_task(session=session, name=name)
         if task is not None and task.enabled:
             roots, label = [task.id], f"task:{name}"
-        elif db.dag_exists(session=session, dag=name):
-            roots, label = db.dag_roots(session=session, dag=name), f"dag:{name}"
+        elif task_db.dag_exists(session=session, dag=name):
+            roots, label = task_db.dag_roots(session=session, dag=name), f"dag:{name}"
         else:
             raise PermanentError(f"no enabled task or DAG named {name!r}")
         summary: dict[str, Any] = {"parameters": parameters or {}}
         if message_id:
             summary["message_id"] = message_id
-        batch_id = db.create_batch(session=session, trigger=trigger, root=label, summary=summary, started_at=now)
+        batch_id = batch_db.create_batch(session=session, trigger=trigger, root=label, summary=summary, started_at=now)
         ids = _plan(session, batch_id, roots, now)
     publish(deps, ids)
     log.info("started batch %s for %s (%s)", batch_id, label, trigger)
@@ -68,29 +73,29 @@ def start_file_batch(deps: TaskPorts, *, batch_id: int, table: str) -> list[int]
     """
     now = deps.clock()
     with unit_of_work(deps.sessions) as session:
-        batch = db.get_batch(session=session, batch_id=batch_id) if db.lock_batch(
+        batch = batch_db.get_batch(session=session, batch_id=batch_id) if batch_db.lock_batch(
             session=session, batch_id=batch_id) else None
         if batch is None:
             raise PermanentError(f"file_loaded names batch {batch_id}, which does not exist")
         if batch.status != "PROCESSING" or batch.roots or "tasks" in batch.summary:
             log.info("batch %s already started (%s); file_loaded ignored", batch_id, batch.status)
             return []
-        roots = db.file_listeners(session=session, table=table)
+        roots = task_db.file_listeners(session=session, table=table)
         if not roots:
-            db.close_batch(session=session, batch_id=batch_id, status="SUCCESS", now=now,
+            batch_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS", now=now,
                            summary={"tasks": 0, "table": table, "note": f"no task listens to {table}"})
             return []
-        db.set_batch(session=session, batch_id=batch_id, table=table)
+        batch_db.set_batch(session=session, batch_id=batch_id, table=table)
         ids = _plan(session, batch_id, roots, now)
     publish(deps, ids)
     return roots
 
 
 def _plan(session: Session, batch_id: int, roots: list[int], now: datetime) -> list[int]:
-    scope = db.scope(session=session, roots=roots)
-    db.set_batch(session=session, batch_id=batch_id, roots=roots, tasks=len(scope))
-    db.plan_runs(session=session, batch_id=batch_id, task_ids=scope, now=now)
-    return [enqueue_run(session, batch_id, t, 1) for t in db.release_ready(session=session, batch_id=batch_id)]
+    scope = task_db.scope(session=session, roots=roots)
+    batch_db.set_batch(session=session, batch_id=batch_id, roots=roots, tasks=len(scope))
+    run_db.plan_runs(session=session, batch_id=batch_id, task_ids=scope, now=now)
+    return [enqueue_run(session, batch_id, t, 1) for t in run_db.release_ready(session=session, batch_id=batch_id)]
 
 
 def enqueue_run(session: Session, batch_id: int, task_id: int, attempt: int, *, route: str = "task",
@@ -112,7 +117,7 @@ def succeed(deps: TaskPorts, task: TaskRow, run: RunRow, output: dict[str, Any],
             upstream: list[dict[str, Any]] | None = None) -> bool:
     """Record SUCCESS (with the run key of its inputs) and publish the children now ready.
 
-    The hot path of a DAG: one transaction in one round trip (`db.succeed_run_direct`), then one
+    The hot path of a DAG: one transaction in one round trip (`run_db.succeed_run_direct`), then one
     to publish the children's messages.
     """
     from engine import freshness
@@ -124,8 +129,8 @@ def succeed(deps: TaskPorts, task: TaskRow, run: RunRow, output: dict[str, Any],
             computed = freshness.run_inputs(session=session, task=task, batch_id=run.batch_id, output=output,
                                             upstream=upstream)
     inputs, run_key = computed
-    with db.direct(deps.sessions) as conn:
-        done = db.succeed_run_direct(conn, run=run, now=now, output={**output, "inputs": inputs}, run_key=run_key)
+    with direct(deps.sessions) as conn:
+        done = run_db.succeed_run_direct(conn, run=run, now=now, output={**output, "inputs": inputs}, run_key=run_key)
         if not done.finished:
             log.warning("task %s finished but its run was already ended (timeout?); result dropped", task.name)
             return False
@@ -145,12 +150,12 @@ def end(deps: TaskPorts, task: TaskRow, run: RunRow, *, status: str, error: str,
     reason = (f"upstream task '{task.name}' failed" if status == "ERROR"
               else f"upstream task '{task.name}' was skipped: {error}")
     with unit_of_work(deps.sessions) as session:
-        if not db.lock_batch(session=session, batch_id=run.batch_id):
+        if not batch_db.lock_batch(session=session, batch_id=run.batch_id):
             return False
-        if not db.finish_run(session=session, run_id=run.id, attempt=run.attempt, status=status, now=now,
+        if not run_db.finish_run(session=session, run_id=run.id, attempt=run.attempt, status=status, now=now,
                              output=output, error=error[:4000]):
             return False
-        skipped = db.skip_descendants(session=session, batch_id=run.batch_id, task_id=task.id, reason=reason,
+        skipped = run_db.skip_descendants(session=session, batch_id=run.batch_id, task_id=task.id, reason=reason,
                                       now=now)
         closed = _close_if_done(session, run.batch_id, now)
     log.warning("task %s %s: %s%s", task.name, status, error,
@@ -178,7 +183,7 @@ def _alert(kind: str, deps: TaskPorts, ident: int) -> None:
 def retry(deps: TaskPorts, task: TaskRow, run: RunRow, *, error: str, not_before: datetime) -> bool:
     """Queue attempt n+1, due at `not_before` (a message the bus or Pub/Sub holds until then)."""
     with unit_of_work(deps.sessions) as session:
-        if not db.schedule_retry(session=session, run_id=run.id, attempt=run.attempt, not_before=not_before,
+        if not run_db.schedule_retry(session=session, run_id=run.id, attempt=run.attempt, not_before=not_before,
                                  error=error[:4000]):
             return False
         tries.record_retried(session=session, run_id=run.id, attempt=run.attempt, error=error[:4000],
@@ -195,7 +200,7 @@ def pending(deps: TaskPorts, task: TaskRow, run: RunRow, *, seq: int, output: di
             route: str) -> bool:
     """Record a remote run's progress and publish the next check (only one check chain per run)."""
     with unit_of_work(deps.sessions) as session:
-        if not db.advance_check(session=session, run_id=run.id, attempt=run.attempt, seq=seq, output=output):
+        if not run_db.advance_check(session=session, run_id=run.id, attempt=run.attempt, seq=seq, output=output):
             return False
         ids = [enqueue_run(session, run.batch_id, task.id, run.attempt, route=route, not_before=check_at,
                            check=seq + 1)]
@@ -205,15 +210,15 @@ def pending(deps: TaskPorts, task: TaskRow, run: RunRow, *, seq: int, output: di
 
 def _close_if_done(session: Session, batch_id: int, now: datetime) -> bool:
     """Close the batch when nothing is pending; returns True when it closed it."""
-    if db.has_pending(session=session, batch_id=batch_id):
+    if batch_db.has_pending(session=session, batch_id=batch_id):
         return False
-    runs = db.batch_runs(session=session, batch_id=batch_id)
+    runs = batch_db.batch_runs(session=session, batch_id=batch_id)
     counts = {s: sum(1 for r in runs if r["status"] == s) for s in ("SUCCESS", "ERROR", "SKIPPED")}
     failed = [{"task": r["name"], "error": (r["error"] or "")[:500]} for r in runs if r["status"] == "ERROR"]
-    batch = db.get_batch(session=session, batch_id=batch_id)
+    batch = batch_db.get_batch(session=session, batch_id=batch_id)
     duration = (now - batch.started_at).total_seconds() if batch else None
     status = "ERROR" if failed else "SUCCESS"
-    db.close_batch(session=session, batch_id=batch_id, status=status, now=now,
+    batch_db.close_batch(session=session, batch_id=batch_id, status=status, now=now,
                    summary={"counts": counts, "failed": failed, "duration_seconds": duration})
     log.info("batch %s ended %s: %s", batch_id, status, counts, extra={"status": status, "metric": "batch"})
     return True
@@ -224,17 +229,17 @@ def restart_batch(deps: TaskPorts, batch_id: int) -> list[int]:
     """Re-run the failed and skipped tasks of a batch under the same batch id; returns their ids."""
     sweep_expired(deps, batch_id=batch_id)
     with unit_of_work(deps.sessions) as session:
-        batch = db.get_batch(session=session, batch_id=batch_id) if db.lock_batch(
+        batch = batch_db.get_batch(session=session, batch_id=batch_id) if batch_db.lock_batch(
             session=session, batch_id=batch_id) else None
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
         tries.record_restarted(session=session, batch_id=batch_id)  # what failed stays visible
-        reset = db.reset_unfinished(session=session, batch_id=batch_id)
+        reset = run_db.reset_unfinished(session=session, batch_id=batch_id)
         if not reset:
             return []
-        db.reopen_batch(session=session, batch_id=batch_id, restarts=int(batch.summary.get("restarts") or 0) + 1,
+        batch_db.reopen_batch(session=session, batch_id=batch_id, restarts=int(batch.summary.get("restarts") or 0) + 1,
                         failed=[], counts={})
-        ready = db.release_ready(session=session, batch_id=batch_id)
+        ready = run_db.release_ready(session=session, batch_id=batch_id)
         ids = [enqueue_run(session, batch_id, t, 1) for t in ready]
     publish(deps, ids)
     log.info("batch %s restarted: %s task(s) to run again", batch_id, len(reset))
@@ -249,8 +254,8 @@ def expire(deps: TaskPorts, task: TaskRow, run: RunRow) -> bool:
 def sweep_expired(deps: TaskPorts, *, batch_id: int | None = None) -> int:
     """End every run whose lease has passed (crashed instance, lost check message); returns how many."""
     with unit_of_work(deps.sessions) as session:
-        runs = db.expired_runs(session=session, now=deps.clock(), batch_id=batch_id)
-        tasks = {r.task_id: db.get_task(session=session, task_id=r.task_id) for r in runs}
+        runs = run_db.expired_runs(session=session, now=deps.clock(), batch_id=batch_id)
+        tasks = {r.task_id: task_db.get_task(session=session, task_id=r.task_id) for r in runs}
     ended = 0
     for run in runs:
         task = tasks[run.task_id]
@@ -266,7 +271,7 @@ def wait_local(deps: TaskPorts, batch_id: int, *, timeout: float | None = None) 
     while True:
         bus.drain()
         with unit_of_work(deps.sessions) as session:
-            batch = db.get_batch(session=session, batch_id=batch_id)
+            batch = batch_db.get_batch(session=session, batch_id=batch_id)
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
         if batch.status != "PROCESSING":

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from database import batches as batch_db
 from database import outbox
-from database import tasks as db
 from database.session import unit_of_work
 from engine import scheduler
 
@@ -35,7 +35,7 @@ def file_loaded(deps: TaskPorts, *, dataset: str, table: str, batch_id: int | No
     """
     if batch_id is None:
         with unit_of_work(deps.sessions) as session:
-            batch_id = db.create_batch(session=session, trigger="file", root=f"{dataset}.{table}",
+            batch_id = batch_db.create_batch(session=session, trigger="file", root=f"{dataset}.{table}",
                                        started_at=deps.clock())
             if file_id is not None:
                 _attach_file(session, file_id, batch_id)

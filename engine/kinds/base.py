@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from errors import PermanentError
 
 if TYPE_CHECKING:
-    from database.tasks import BatchRow, RunRow, TaskRow
+    from database.batches import BatchRow
+    from database.runs import RunRow
+    from database.tasks import TaskRow
     from engine.ports import TaskPorts
 
 
@@ -117,11 +119,11 @@ class TaskContext:
 
     def record_remote_id(self, remote_id: str) -> None:
         """Commit the remote run's id now, so a redelivered start finds it instead of starting again."""
-        from database import tasks as db
+        from database import runs as run_db
         from database.session import unit_of_work
 
         with unit_of_work(self.deps.sessions) as session:
-            db.set_remote_id(session=session, run_id=self.run.id, attempt=self.attempt, remote_id=remote_id)
+            run_db.set_remote_id(session=session, run_id=self.run.id, attempt=self.attempt, remote_id=remote_id)
         self.run = _replace(self.run, remote_id=remote_id)
 
     def intent(self, key: str) -> dict[str, Any] | None:

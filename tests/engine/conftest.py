@@ -51,8 +51,8 @@ def drain(deps: Any) -> int:
 
 
 def batch(deps: Any, batch_id: int) -> Any:
+    from database.batches import get_batch
     from database.session import unit_of_work
-    from database.tasks import get_batch
 
     with unit_of_work(deps.sessions) as session:
         return get_batch(session=session, batch_id=batch_id)
@@ -60,8 +60,8 @@ def batch(deps: Any, batch_id: int) -> Any:
 
 def runs(deps: Any, batch_id: int) -> dict[str, dict[str, Any]]:
     """Task name → its run row (status, attempt, error, output...)."""
+    from database.batches import batch_runs
     from database.session import unit_of_work
-    from database.tasks import batch_runs
 
     with unit_of_work(deps.sessions) as session:
         return {r["name"]: r for r in batch_runs(session=session, batch_id=batch_id)}

@@ -27,7 +27,7 @@ def test_task_exceeding_its_timeout_is_marked_error_and_released(deps) -> None:
 
 def test_expired_lease_found_by_a_redelivery_ends_the_run(deps, clock) -> None:
     """The instance running a task died: the redelivered message finds the lease expired."""
-    from database import tasks as db
+    from database import runs as run_db
     from database.session import unit_of_work
     from handlers import tasks as handler
 
@@ -35,7 +35,7 @@ def test_expired_lease_found_by_a_redelivery_ends_the_run(deps, clock) -> None:
     ids = define(deps, py("lost", timeout=60))
     batch_id = scheduler.start_batch(deps, name="lost", trigger="cli")
     with unit_of_work(deps.sessions) as session:  # an instance claims the run, then crashes
-        assert db.claim_run(session=session, batch_id=batch_id, task_id=ids["lost"], attempt=1, now=clock())
+        assert run_db.claim_run(session=session, batch_id=batch_id, task_id=ids["lost"], attempt=1, now=clock())
     drain(deps)  # the original message: the run is leased to the dead instance, nothing happens
     assert runs(deps, batch_id)["lost"]["status"] == "PROCESSING" and callables.calls("lost") == 0
     clock.advance(61)
@@ -47,14 +47,14 @@ def test_expired_lease_found_by_a_redelivery_ends_the_run(deps, clock) -> None:
 
 
 def test_sweep_message_ends_expired_runs(deps, clock) -> None:
-    from database import tasks as db
+    from database import runs as run_db
     from database.session import unit_of_work
 
     clock.frozen = True
     ids = define(deps, py("stuck", timeout=30))
     batch_id = scheduler.start_batch(deps, name="stuck", trigger="cli")
     with unit_of_work(deps.sessions) as session:
-        db.claim_run(session=session, batch_id=batch_id, task_id=ids["stuck"], attempt=1, now=clock())
+        run_db.claim_run(session=session, batch_id=batch_id, task_id=ids["stuck"], attempt=1, now=clock())
     clock.advance(31)
     deps.publisher.publish(OutgoingMessage("task", {"sweep": True}))
     drain(deps)

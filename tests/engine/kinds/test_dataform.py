@@ -71,7 +71,7 @@ def test_invocation_is_started_once_and_followed_by_check_messages(df_deps, fake
 
 def test_redelivered_start_after_a_crash_checks_the_recorded_invocation(df_deps, fake, clock) -> None:
     """The start recorded the invocation name, then its instance died before scheduling checks."""
-    from database import tasks as db
+    from database import runs as run_db
     from database.session import unit_of_work
     from engine.kinds.base import TaskContext
     from engine.kinds.dataform import _target
@@ -80,7 +80,7 @@ def test_redelivered_start_after_a_crash_checks_the_recorded_invocation(df_deps,
     ids = define(df_deps, dataform_task())
     batch_id = scheduler.start_batch(df_deps, name="transform", trigger="cli")
     with unit_of_work(df_deps.sessions) as session:
-        claim = db.claim_run(session=session, batch_id=batch_id, task_id=ids["transform"], attempt=1, now=clock())
+        claim = run_db.claim_run(session=session, batch_id=batch_id, task_id=ids["transform"], attempt=1, now=clock())
     ctx = TaskContext(deps=df_deps, task=claim.task, batch=claim.batch, run=claim.run)
     client = df_deps._get("dataform", DataformClient)
     ctx.record_remote_id(client.start(_target(ctx)))  # ... and the instance is gone
