@@ -101,3 +101,24 @@ def test_rebuild_refuses_values_that_do_not_convert_and_changes_nothing(caf, dep
 def test_rebuild_of_an_unknown_table_is_a_usage_error(caf, deps) -> None:
     result = caf("table", "rebuild", "air.nope")
     assert result.code == 2 and "not a registered table" in result.err
+
+
+def test_rebuild_finds_a_tenants_table_by_registry_or_warehouse_name(caf, deps, tmp_path: Path) -> None:
+    import dataclasses
+
+    from values.definitions import parse_definition
+
+    deps.settings.jobs.per_tenant_datasets = True
+    tables = write_yaml(tmp_path / "tables", "flights.yaml", FLIGHTS + "    tenant: acme\n")
+    assert caf("registry", "sync", str(tables)).code == 0
+    target = parse_definition(tables / "flights.yaml").table_target()
+    deps.warehouse.ensure_table(dataclasses.replace(target, dataset="acme_air"))  # as acme's first load made it
+    write_yaml(tmp_path / "tables", "flights.yaml",
+               FLIGHTS.replace("carrier, type: INT64", "carrier, type: STRING") + "    tenant: acme\n")
+    plan = caf("registry", "sync", str(tables))
+    assert plan.code == 1 and "caf table rebuild acme_air.flights" in " ".join(plan.out.split())
+    assert caf("table", "rebuild", "air.flights", "--tenant", "other").code == 2
+    rebuilt = caf("table", "rebuild", "acme_air.flights")
+    assert rebuilt.code == 0, rebuilt.text
+    assert deps.warehouse.table_columns("acme_air", "flights")["carrier"] == "STRING"
+    assert caf("table", "rebuild", "air.flights", "--tenant", "acme").out.strip().endswith("matches the registry")
