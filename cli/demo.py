@@ -44,12 +44,18 @@ def _print_tables(deps: Any) -> None:
                                  ("sales", "customers", "customer_id, name, country, tags, _source_row"),
                                  ("catalog", "products", "sku, title, price, in_stock, _source_row")):
         result = deps.warehouse.query(f"SELECT {cols} FROM {dataset}.{table} ORDER BY 1 LIMIT 10")
-        view = Table(title=f"{dataset}.{table}")
-        for col in result.columns:
-            view.add_column(col)
-        for row in result.rows:
-            view.add_row(*("" if v is None else str(v) for v in row))
-        console.print(view)
+        console.print(_result_table(f"{dataset}.{table}", result))
+
+
+def _result_table(title: str, result: Any) -> Table:
+    """Query rows as a table: values without spaces (numbers, dates, ids) kept whole, text wrapped."""
+    cells = [["" if v is None else str(v) for v in row] for row in result.rows]
+    view = Table(title=title)
+    for i, col in enumerate(result.columns):
+        view.add_column(col, no_wrap=all(" " not in row[i] for row in cells), overflow="fold")
+    for row in cells:
+        view.add_row(*row)
+    return view
 
 
 def demo() -> None:
@@ -73,7 +79,8 @@ def demo() -> None:
     with unit_of_work(deps.sessions) as session:
         for path in definition_files(EXAMPLES / "tables"):
             d = parse_definition(path)
-            console.print(f"{d.dataset}.{d.table:<10} {sync_definition(session=session, definition=d, path=path)}")
+            name = f"{d.dataset}.{d.table}"
+            console.print(f"{name:<20} {sync_definition(session=session, definition=d, path=path)}")
     _sync_tasks(deps)
 
     console.rule("ingest sample files")
@@ -154,12 +161,7 @@ def _show_dag_run(deps: Any) -> None:
     print_batch(deps, batch_id)
     if deps.warehouse.table_columns("sales", "sales_summary") is not None:
         result = deps.warehouse.query("SELECT country, customers, orders, revenue FROM sales.sales_summary ORDER BY 1")
-        view = Table(title="sales.sales_summary (built by the DAG)")
-        for col in result.columns:
-            view.add_column(col)
-        for row in result.rows:
-            view.add_row(*("" if v is None else str(v) for v in row))
-        console.print(view)
+        console.print(_result_table("sales.sales_summary (built by the DAG)", result))
 
 
 def _show_batches(deps: Any) -> None:

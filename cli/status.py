@@ -121,11 +121,12 @@ def _print_overview(data: dict[str, Any]) -> None:
         console.print(files)
     if data["recent_batches"]:
         batches = Table(title="recent batches")
-        for col in ("batch", "status", "trigger", "root", "task runs", "errors", "started"):
-            batches.add_column(col, no_wrap=col in ("batch", "status", "started"), overflow="fold")
+        for col in ("batch", "status", "trigger", "root", "runs", "started"):
+            batches.add_column(col, no_wrap=col != "root", overflow="fold")
         for b in data["recent_batches"]:
-            batches.add_row(str(b["id"]), _styled(b["status"]), b["trigger"], b["root"] or "", str(b["runs"]),
-                            str(b["errors"] or ""), _when(b["started_at"]))
+            runs_text = f"{b['runs']}" + (f" ({b['errors']} ERROR)" if b["errors"] else "")
+            batches.add_row(str(b["id"]), _styled(b["status"]), b["trigger"], escape(b["root"] or ""), runs_text,
+                            _when(b["started_at"]))
         console.print(batches)
     if data["recent_failed_runs"]:
         runs = Table(title="failed task runs")

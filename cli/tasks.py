@@ -196,19 +196,19 @@ def print_batch(deps: Deps, batch_id: int) -> None:
              f"{escape(batch['root'] or '')}" + (f" · {took:.1f}s" if took is not None else ""))
     console.print(title, highlight=False)
     table = Table()
-    for column in ("task", "kind", "status", "attempt", "seconds", "detail"):
-        table.add_column(column, justify="right" if column in ("attempt", "seconds") else "left",
-                         no_wrap=column != "detail")  # names whole; the detail wraps at words
+    for column in ("task", "kind", "status", "try", "secs", "state"):
+        table.add_column(column, justify="right" if column in ("try", "secs") else "left", no_wrap=True)
     for r in data["runs"]:
         seconds = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        state = "running" if r["lease_until"] else ("queued" if r["attempt"] else "planned")
         table.add_row(r["name"], r["kind"], f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempt"]),
-                      "" if seconds is None else f"{seconds:.2f}", _detail(r))
+                      "" if seconds is None else f"{seconds:.2f}", "" if r["finished_at"] else state)
     console.print(table)
-    for r in data["runs"]:  # errors and skip reasons as paragraphs: wrapped at words, never cut
-        if r["status"] in ("ERROR", "SKIPPED") and r["error"]:
-            console.print(f"[{_STYLE[r['status']]}]{escape(r['name'])}[/]: "
-                          f"{escape(textwrap.shorten(str(r['error']), width=600, placeholder=' …'))}",
-                          highlight=False)
+    for r in data["runs"]:  # details, errors and skip reasons as paragraphs: wrapped at words, never cut
+        detail = _detail(r)
+        if detail:
+            style = _STYLE.get(r["status"], "dim") if r["status"] in ("ERROR", "SKIPPED") else "dim"
+            console.print(f"[{style}]{escape(r['name'])}[/]: {escape(detail)}", highlight=False)
     if data["tries"]:
         earlier = Table(title="earlier tries (retried or restarted)")
         for column in ("task", "restart", "attempt", "status", "ended", "error"):
@@ -226,15 +226,16 @@ def print_batch(deps: Deps, batch_id: int) -> None:
 
 
 def _detail(run: dict[str, Any]) -> str:
+    """What a run said, in words: its error or skip reason, else the notable part of its output."""
     if run["status"] in ("ERROR", "SKIPPED"):
-        return "see below" if run["error"] else ""
+        return textwrap.shorten(str(run["error"] or ""), width=600, placeholder=" …")
     output = run["output"] or {}
     for key in ("rows_affected", "invocation", "request_id", "files", "waiting_for"):
         if output.get(key) is not None:
             value = output[key]
             text = ", ".join(map(str, value)) if isinstance(value, dict | list) else str(value)
-            return textwrap.shorten(f"{key}={text}", width=160, placeholder=" …")
-    return "running" if run["lease_until"] else ("queued" if run["attempt"] else "planned")
+            return textwrap.shorten(f"{key}={text}", width=300, placeholder=" …")
+    return ""
 
 
 def print_freshness(data: dict[str, Any]) -> None:
