@@ -7,6 +7,7 @@ packages as roots, so main.py (the top) and errors.py / logs.py (the ground floo
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +36,13 @@ def test_only_the_cli_imports_main() -> None:
     offenders = [str(path.relative_to(ROOT)) for package in PACKAGES if package != "cli"
                  for path in sorted((ROOT / package).rglob("*.py")) if "main" in imported_roots(path)]
     assert offenders == [], "main.py is the top of the layers: only cli/ may import it"
+
+
+def test_every_package_is_in_the_contract_and_the_readme_layout() -> None:
+    """A new top-level package is checked by import-linter and named in the README's layout."""
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    assert packages == set(config["root_packages"]) == set(PACKAGES)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):readme.index("## Documentation")]
+    assert [name for name in sorted(PROJECT) if f"\n{name}" not in layout] == []
