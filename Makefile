@@ -47,4 +47,4 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache .import_linter_cache
