@@ -81,6 +81,9 @@ class AuthSettings(_Section):
     signing_key: SecretStr | None = None
     """HMAC key for locally signed upload URLs (env AUTH__SIGNING_KEY); generated per process if unset."""
     upload_url_ttl_seconds: int = Field(900, gt=0)
+    admins: list[str] = Field(default_factory=list)
+    """Identities that see every tenant in `GET /status` (emails, `sub:<subject>`, or for static tokens
+    `token:<first 12 hex digits of the token's sha256>`, as jobs record them); everyone else sees their own."""
 
 
 class JobSettings(_Section):
@@ -88,8 +91,10 @@ class JobSettings(_Section):
     """Bucket the signed upload URLs point at; objects at `<tenant>/<job id>/<name>`."""
     landing_bucket: str = "landing"
     """Where verified files for warehouse tables are copied (non-default tenants under `<tenant>/`)."""
-    per_tenant_datasets: bool = False
-    """Non-default tenants' tables load into `{tenant}_{dataset}` (database.tenancy.tenant_dataset)."""
+    per_tenant_datasets: bool = True
+    """Non-default tenants' tables load into `{tenant}_{dataset}` (database.tenancy.tenant_dataset), so two
+    tenants may both register `sales.orders`. With false, a `dataset.table` belongs to the tenant that
+    registered it first and the registry refuses it to every other tenant (docs/tenancy.md)."""
 
 
 class DataformSettings(_Section):

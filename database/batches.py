@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from database.base import DEFAULT_TENANT
 from database.models import TaskBatch
 
 
@@ -35,8 +36,8 @@ def _batch_query() -> Any:
 
 
 def create_batch(*, session: Session, trigger: str, root: str | None, summary: dict[str, Any] | None = None,
-                 started_at: datetime | None = None) -> int:
-    batch = TaskBatch(trigger=trigger, root=root, summary=summary or {})
+                 started_at: datetime | None = None, tenant: str = DEFAULT_TENANT) -> int:
+    batch = TaskBatch(trigger=trigger, root=root, summary=summary or {}, tenant_id=tenant)
     if started_at is not None:
         batch.started_at = started_at
     session.add(batch)
@@ -47,6 +48,11 @@ def create_batch(*, session: Session, trigger: str, root: str | None, summary: d
 def get_batch(*, session: Session, batch_id: int) -> BatchRow | None:
     row = session.execute(_batch_query().where(TaskBatch.id == batch_id)).first()
     return BatchRow(*row) if row else None
+
+
+def batch_tenant(*, session: Session, batch_id: int) -> str | None:
+    """The tenant a batch runs for: only that tenant's tasks run in it."""
+    return session.scalar(select(TaskBatch.tenant_id).where(TaskBatch.id == batch_id))
 
 
 def lock_batch(*, session: Session, batch_id: int) -> bool:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -62,6 +63,7 @@ class Table(TenantOwned, Timestamps, Base):
     __tablename__ = "tables"
     __table_args__ = (
         UniqueConstraint("domain_id", "name"),
+        UniqueConstraint("id", "tenant_id"),  # target of tenant-consistent foreign keys
         CheckConstraint(_in("format", FILE_FORMATS), name="format"),
         CheckConstraint(_in("write_mode", WRITE_MODES), name="write_mode"),
         CheckConstraint("max_bad_records >= 0", name="max_bad_records"),
@@ -90,18 +92,19 @@ class Table(TenantOwned, Timestamps, Base):
     )
 
 
-class SchemaColumn(Timestamps, Base):
-    """One column of a registered table, in BigQuery's type vocabulary."""
+class SchemaColumn(TenantOwned, Timestamps, Base):
+    """One column of a registered table, in BigQuery's type vocabulary (its table's tenant's)."""
 
     __tablename__ = "schemas"
     __table_args__ = (
+        ForeignKeyConstraint(["table_id", "tenant_id"], ["tables.id", "tables.tenant_id"], ondelete="CASCADE"),
         UniqueConstraint("table_id", "name"),
         UniqueConstraint("table_id", "ordinal"),
         CheckConstraint(_in("mode", ("NULLABLE", "REQUIRED", "REPEATED")), name="mode"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    table_id: Mapped[int] = mapped_column(ForeignKey("tables.id", ondelete="CASCADE"))
+    table_id: Mapped[int] = mapped_column(Integer)
     ordinal: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(300))
     type: Mapped[str] = mapped_column(String(16))
@@ -180,6 +183,7 @@ class Task(TenantOwned, Timestamps, Base):
     __tablename__ = "tasks"
     __table_args__ = (
         UniqueConstraint("tenant_id", "name"),
+        UniqueConstraint("id", "tenant_id"),  # edges and runs reference (id, tenant_id): one tenant each
         CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
     )
@@ -203,18 +207,23 @@ class Task(TenantOwned, Timestamps, Base):
     definition_checksum: Mapped[str | None] = mapped_column(String(64))
 
 
-class TaskDependency(Timestamps, Base):
-    """Edge parent → child: the child may run once all its parents succeeded in the batch."""
+class TaskDependency(TenantOwned, Timestamps, Base):
+    """Edge parent → child: the child may run once all its parents succeeded in the batch.
+
+    Both ends are tasks of the edge's tenant (composite foreign keys): a DAG never crosses tenants.
+    """
 
     __tablename__ = "task_dependencies"
     __table_args__ = (
+        ForeignKeyConstraint(["parent_id", "tenant_id"], ["tasks.id", "tasks.tenant_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["child_id", "tenant_id"], ["tasks.id", "tasks.tenant_id"], ondelete="CASCADE"),
         UniqueConstraint("parent_id", "child_id"),
         CheckConstraint("parent_id <> child_id", name="no_self_edge"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    parent_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    child_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int] = mapped_column(Integer, index=True)
+    child_id: Mapped[int] = mapped_column(Integer, index=True)
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -222,7 +231,8 @@ class TaskBatch(TenantOwned, Timestamps, Base):
     """One run of a DAG or of the sub-DAG below some root tasks."""
 
     __tablename__ = "task_batch"
-    __table_args__ = (CheckConstraint(_in("status", BATCH_STATUSES), name="status"),)
+    __table_args__ = (CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
+                      UniqueConstraint("id", "tenant_id"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), server_default="PROCESSING")
@@ -235,18 +245,25 @@ class TaskBatch(TenantOwned, Timestamps, Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class TaskLog(Timestamps, Base):
-    """One task run in a batch: claimed once, retried in place (attempt), never run twice."""
+class TaskLog(TenantOwned, Timestamps, Base):
+    """One task run in a batch: claimed once, retried in place (attempt), never run twice.
+
+    The run, its task and its batch share one tenant (composite foreign keys): a tenant's batch
+    can never run another tenant's task.
+    """
 
     __tablename__ = "task_log"
     __table_args__ = (
+        ForeignKeyConstraint(["task_id", "tenant_id"], ["tasks.id", "tasks.tenant_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["batch_id", "tenant_id"], ["task_batch.id", "task_batch.tenant_id"],
+                             ondelete="CASCADE"),
         UniqueConstraint("batch_id", "task_id"),
         CheckConstraint(_in("status", TASK_STATUSES), name="status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("task_batch.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), server_default="PROCESSING")
     attempt: Mapped[int] = mapped_column(Integer, server_default="1")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))

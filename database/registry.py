@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from database.globs import source_matches
@@ -32,16 +32,39 @@ class RegisteredTable:
     allow_new_columns: bool
     source_glob: str
     target: TableTarget
+    registered: str = ""
+    """`dataset.table` as the tenant registered it (its `on_file` name); `target` is the physical table."""
 
     @property
     def qualified(self) -> str:
         return f"{self.target.dataset}.{self.target.table}"
 
 
-def sync_definition(*, session: Session, definition: TableDefinition, path: Path | None = None) -> str:
-    """Upsert one definition; returns 'created', 'updated' or 'unchanged'."""
+class TableOwnedElsewhere(PermanentError):
+    """The physical warehouse table is registered to another tenant: one table, one tenant."""
+
+
+def sync_definition(*, session: Session, definition: TableDefinition, path: Path | None = None,
+                    per_tenant_datasets: bool = True) -> str:
+    """Upsert one definition; returns 'created', 'updated' or 'unchanged'.
+
+    Refuses (TableOwnedElsewhere) a definition whose physical warehouse table — `dataset.table`, or
+    `{tenant}_{dataset}.table` with per-tenant datasets — another tenant already registered.
+    """
+    from database.tenancy import validate_tenant
+
+    validate_tenant(definition.tenant)
     if definition.target == "staging":
         return _sync_staging_entity(session=session, definition=definition)
+    # Serialise registrations: two tenants syncing the same physical table at once cannot both pass.
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("caf-registry-owners"))))
+    owner = physical_owner(session=session, dataset=definition.dataset, table=definition.table,
+                           tenant_id=definition.tenant, per_tenant_datasets=per_tenant_datasets)
+    if owner is not None:
+        raise TableOwnedElsewhere(
+            f"{owner[1]} is already registered by tenant {owner[0]}; a warehouse table belongs to one tenant. "
+            f"Register tenant {definition.tenant}'s table under another dataset or name"
+            + ("" if per_tenant_datasets else ", or set jobs.per_tenant_datasets: true"))
     domain = session.scalar(select(Domain).where(Domain.tenant_id == definition.tenant,
                                                  Domain.name == definition.dataset))
     if domain is None:
@@ -101,7 +124,7 @@ def _sync_columns(session: Session, table: Table, definition: TableDefinition) -
     for ordinal, col in enumerate(definition.schema_, start=1):
         row = existing.get(col.name)
         if row is None:
-            row = SchemaColumn(name=col.name)
+            row = SchemaColumn(name=col.name, tenant_id=table.tenant_id)
             table.columns.append(row)
         row.ordinal, row.type, row.mode, row.description = ordinal, col.type, col.mode, col.description
     session.flush()
@@ -113,28 +136,19 @@ def _specificity(glob: str) -> tuple[int, int]:
 
 
 def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | None = None,
-                per_tenant_datasets: bool = False) -> RegisteredTable | None:
-    """The registered table whose source glob matches the object name (most specific wins).
+                per_tenant_datasets: bool = True) -> RegisteredTable | None:
+    """The registered table of `tenant_id` whose source glob matches the object name (most specific wins).
 
     Tenant isolation by path: a non-default tenant's objects live under `<tenant>/`, and its
-    globs are matched against the rest of the name; any other object can only match the default
-    tenant's tables. So one tenant's upload can never land in another tenant's table.
+    globs are matched against the rest of the name. `tenant_id` is the tenant the caller knows
+    (an upload job's); None derives it from the landing path (raw objects only). An object under
+    a known tenant's prefix is never matched for the default tenant, and an object outside a
+    tenant's prefix is never matched for that tenant (PermanentError naming both).
     """
-    from database.base import DEFAULT_TENANT
-
-    head, _, rest = name.partition("/")
-    # One query for the tables of both tenants the name could belong to (the path's head, the
-    # default); the head is the tenant only when it owns at least one table.
-    owners = [tenant_id] if tenant_id is not None else [DEFAULT_TENANT, head] if rest else [DEFAULT_TENANT]
+    tenant_id, name = object_tenant(session=session, name=name, tenant_id=tenant_id)
     query = (select(Table).options(selectinload(Table.columns), joinedload(Table.domain))
-             .where(Table.tenant_id.in_(owners)))
-    tables = list(session.scalars(query))
-    if tenant_id is None:
-        tenant_id = head if rest and head != DEFAULT_TENANT and any(t.tenant_id == head for t in tables) \
-            else DEFAULT_TENANT
-    if tenant_id != DEFAULT_TENANT and head == tenant_id and rest:
-        name = rest
-    candidates = [t for t in tables if t.tenant_id == tenant_id and source_matches(t.source_glob, name)]
+             .where(Table.tenant_id == tenant_id))
+    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, name)]
     if not candidates:
         return None
     candidates.sort(key=lambda t: _specificity(t.source_glob), reverse=True)
@@ -144,20 +158,90 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
     return to_registered(candidates[0], per_tenant_datasets=per_tenant_datasets)
 
 
-def get_registered(*, session: Session, table_id: int, per_tenant_datasets: bool = False) -> RegisteredTable:
+def object_tenant(*, session: Session, name: str, tenant_id: str | None = None) -> tuple[str, str]:
+    """(tenant, name relative to its prefix) of a landing object; see `match_table`."""
+    from database.base import DEFAULT_TENANT
+    from database.tenancy import validate_tenant
+
+    head, _, rest = name.partition("/")
+    prefixed = bool(rest) and head != DEFAULT_TENANT and head in known_tenants(session=session, candidate=head)
+    if tenant_id is None:
+        tenant_id = head if prefixed else DEFAULT_TENANT
+    validate_tenant(tenant_id)
+    if tenant_id == DEFAULT_TENANT:
+        if prefixed:
+            raise PermanentError(f"{name} lies under tenant {head}'s prefix {head}/; "
+                                 "the default tenant cannot load it")
+        return tenant_id, name
+    if head != tenant_id or not rest:
+        raise PermanentError(f"{name} is not under tenant {tenant_id}'s prefix {tenant_id}/")
+    return tenant_id, rest
+
+
+def known_tenants(*, session: Session, candidate: str | None = None) -> set[str]:
+    """Tenants with registered tables or staging entities: their names are landing prefixes.
+
+    `candidate`: only ask whether that one tenant is known (one indexed lookup per object).
+    """
+    from database.job_models import StagingEntity
+
+    tables, entities = select(Table.tenant_id), select(StagingEntity.tenant_id)
+    if candidate is not None:
+        tables = tables.where(Table.tenant_id == candidate).limit(1)
+        entities = entities.where(StagingEntity.tenant_id == candidate).limit(1)
+    return set(session.scalars(tables.union(entities)))
+
+
+def physical_owner(*, session: Session, dataset: str, table: str, tenant_id: str,
+                   per_tenant_datasets: bool, before: int | None = None) -> tuple[str, str] | None:
+    """(tenant, physical `dataset.table`) of another tenant's registration of the same warehouse table.
+
+    `before`: only registrations older than that table id (the first registration owns the table).
+    Compared case-insensitively (DuckDB schemas are). None when no other tenant writes that table.
+    """
+    from database.tenancy import tenant_dataset
+
+    wanted = f"{tenant_dataset(dataset, tenant_id, per_tenant=per_tenant_datasets)}.{table}".lower()
+    query = select(Table.tenant_id, Domain.name, Table.name).join(Domain).where(Table.tenant_id != tenant_id)
+    if before is not None:
+        query = query.where(Table.id < before)
+    for owner, ds, name in session.execute(query.order_by(Table.id)):
+        physical = f"{tenant_dataset(ds, owner, per_tenant=per_tenant_datasets)}.{name}"
+        if physical.lower() == wanted:
+            return owner, physical
+    return None
+
+
+def check_owner(*, session: Session, table: RegisteredTable, tenant_id: str, per_tenant_datasets: bool) -> None:
+    """Before a load: the matched table is the object's tenant's, and no earlier registration of another
+    tenant maps to the same physical table (a registry synced before ownership was checked)."""
+    if table.tenant_id != tenant_id:
+        raise TableOwnedElsewhere(f"{table.qualified} belongs to tenant {table.tenant_id}, not {tenant_id}")
+    dataset, _, name = table.registered.partition(".")
+    owner = physical_owner(session=session, dataset=dataset, table=name, tenant_id=tenant_id,
+                           per_tenant_datasets=per_tenant_datasets, before=table.id)
+    if owner is not None:
+        raise TableOwnedElsewhere(f"{owner[1]} is registered by tenant {owner[0]} first; tenant {tenant_id}'s "
+                                  f"{table.registered} is not loaded until one of them moves to another dataset")
+
+
+def get_registered(*, session: Session, table_id: int, per_tenant_datasets: bool = True) -> RegisteredTable:
     table = session.get(Table, table_id, options=[selectinload(Table.columns), selectinload(Table.domain)])
     if table is None:
         raise PermanentError(f"registered table {table_id} no longer exists")
     return to_registered(table, per_tenant_datasets=per_tenant_datasets)
 
 
-def find_registered(*, session: Session, dataset: str, table: str) -> RegisteredTable | None:
-    row = session.scalar(select(Table).join(Domain).where(Domain.name == dataset, Table.name == table)
+def find_registered(*, session: Session, dataset: str, table: str, tenant_id: str = "default",
+                    per_tenant_datasets: bool = True) -> RegisteredTable | None:
+    """The tenant's registration of `dataset.table` (as registered, not the physical name)."""
+    row = session.scalar(select(Table).join(Domain).where(Domain.name == dataset, Table.name == table,
+                                                          Table.tenant_id == tenant_id)
                          .options(selectinload(Table.columns), selectinload(Table.domain)))
-    return to_registered(row) if row else None
+    return to_registered(row, per_tenant_datasets=per_tenant_datasets) if row else None
 
 
-def to_registered(table: Table, *, per_tenant_datasets: bool = False) -> RegisteredTable:
+def to_registered(table: Table, *, per_tenant_datasets: bool = True) -> RegisteredTable:
     """The registry row for the pipeline; `{tenant}_{dataset}` when datasets are per tenant."""
     from database.tenancy import tenant_dataset
 
@@ -178,4 +262,5 @@ def to_registered(table: Table, *, per_tenant_datasets: bool = False) -> Registe
             partition_field=table.partition_field,
             write_mode=table.write_mode,
         ),
+        registered=f"{table.domain.name}.{table.name}",
     )

@@ -57,8 +57,9 @@ def plan_runs(*, session: Session, batch_id: int, task_ids: list[int], now: date
     """Planned rows (attempt 0) for every task in scope; existing rows are left alone."""
     if task_ids:
         session.execute(text(
-            "INSERT INTO task_log (task_id, batch_id, status, attempt, started_at)"
-            " SELECT t, :b, 'PROCESSING', 0, :now FROM unnest(CAST(:ids AS integer[])) AS t"
+            "INSERT INTO task_log (task_id, batch_id, status, attempt, started_at, tenant_id)"
+            " SELECT t.id, :b, 'PROCESSING', 0, :now, t.tenant_id FROM tasks t"
+            " WHERE t.id = ANY(CAST(:ids AS integer[]))"
             " ON CONFLICT (batch_id, task_id) DO NOTHING"), {"b": batch_id, "ids": task_ids, "now": now})
 
 
@@ -97,9 +98,10 @@ _UPSTREAM = (
 # One statement inserts the run, or takes its queued row if due, and reads back the run, its
 # task, its batch and its parents' runs. {placeholders}: bound parameters or inlined literals.
 _CLAIM = (
-    "WITH c AS (INSERT INTO task_log (task_id,batch_id,status,attempt,started_at,lease_until)"
-    " SELECT t.id,{b},'PROCESSING',{a},{now},CAST({now} AS timestamptz)+t.timeout_seconds*interval '1 second'"
-    " FROM tasks t WHERE t.id={t} AND EXISTS (SELECT 1 FROM task_batch WHERE id={b} AND status='PROCESSING')"
+    "WITH c AS (INSERT INTO task_log (task_id,batch_id,status,attempt,started_at,lease_until,tenant_id)"
+    " SELECT t.id,{b},'PROCESSING',{a},{now},CAST({now} AS timestamptz)+t.timeout_seconds*interval '1 second',"
+    "t.tenant_id FROM tasks t WHERE t.id={t} AND EXISTS (SELECT 1 FROM task_batch WHERE id={b} AND status='PROCESSING'"
+    " AND tenant_id=t.tenant_id)"
     " ON CONFLICT (batch_id,task_id) DO UPDATE SET lease_until=EXCLUDED.lease_until,not_before=NULL,"
     " started_at=CASE WHEN task_log.attempt<=1 THEN EXCLUDED.started_at ELSE task_log.started_at END"
     " WHERE task_log.status='PROCESSING' AND task_log.attempt=EXCLUDED.attempt AND task_log.lease_until IS NULL"

@@ -22,6 +22,7 @@ PARAM_TYPES = ("STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "TIMESTA
 RESERVED_PARAMETERS = ("batch_id", "run_date")
 _NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,299}$"
 _TABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+_TENANT = r"[a-z][a-z0-9_]{0,62}"
 _CALLABLE = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h)?\s*$")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -140,6 +141,16 @@ class TaskDefinition(_Strict):
     powerbi: PowerBiPayload | None = None
     python: PythonPayload | None = None
     wait_for_files: WaitForFilesPayload | None = None
+    tenant: str = "default"
+    """The tenant the task belongs to: it listens to that tenant's files and runs in its batches."""
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not re.fullmatch(_TENANT, value):
+            raise ValueError(f"tenant id {value[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
+                             "starting with a letter")
+        return value
 
     @field_validator("on_file", "produces")
     @classmethod
@@ -191,7 +202,9 @@ class TaskDefinition(_Strict):
 
     @property
     def checksum(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # The default tenant is left out, so definitions synced before tasks had a tenant stay unchanged.
+        dumped = self.model_dump(mode="json", exclude={"tenant"} if self.tenant == "default" else None)
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -265,6 +278,10 @@ def check_graph(definitions: list[tuple[Path, TaskDefinition]]) -> None:
     by_name = {d.name: (p, d) for p, d in definitions}
     problems = [f"{path}: task '{d.name}': depends_on names unknown task '{parent}'"
                 for path, d in definitions for parent in d.depends_on if parent not in by_name]
+    problems += [f"{path}: task '{d.name}' (tenant {d.tenant}): depends_on names task '{parent}' of tenant "
+                 f"{by_name[parent][1].tenant}; a DAG belongs to one tenant"
+                 for path, d in definitions for parent in d.depends_on
+                 if parent in by_name and by_name[parent][1].tenant != d.tenant]
     if problems:
         raise DefinitionError("invalid task definitions:\n  " + "\n  ".join(problems))
     cycle = find_cycle({d.name: list(d.depends_on) for _, d in definitions})

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from database.base import DEFAULT_TENANT
 from database.models import Query, Task, TaskDependency
 
 if TYPE_CHECKING:
@@ -78,12 +79,15 @@ def static_inputs(*, task: TaskRow, output: dict[str, Any],
 def run_inputs(*, session: Session, task: TaskRow, batch_id: int, output: dict[str, Any],
                upstream: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str]:
     """The inputs of a run that is finishing, and their run key (called inside its transaction)."""
+    from database.batches import batch_tenant
     from database.runs import upstream_runs
 
     files = dict(output.get("files") or {})
+    tenant = None
     for table in input_tables(task):
         if table not in files:
-            files[table] = latest_file(session=session, table=table, batch_id=batch_id)
+            tenant = tenant or batch_tenant(session=session, batch_id=batch_id) or DEFAULT_TENANT
+            files[table] = latest_file(session=session, table=table, batch_id=batch_id, tenant=tenant)
     if upstream is None:
         upstream = upstream_runs(session=session, batch_id=batch_id, task_id=task.id)
     logic = (task.config or {}).get("logic") or logic_key(session=session, task=task)
@@ -91,15 +95,16 @@ def run_inputs(*, session: Session, task: TaskRow, batch_id: int, output: dict[s
     return inputs, run_key(inputs)
 
 
-def latest_file(*, session: Session, table: str, batch_id: int | None = None) -> dict[str, Any] | None:
-    """The SUCCESS file of `dataset.table` in the batch, else the newest one."""
+def latest_file(*, session: Session, table: str, tenant: str, batch_id: int | None = None) -> dict[str, Any] | None:
+    """The tenant's SUCCESS file of `dataset.table` (as the tenant registered it) in the batch, else the newest."""
     dataset, name = table.split(".", 1)
     row = session.execute(text(
         "SELECT f.id, f.bucket, f.name, f.generation, f.md5, f.crc32c, f.batch_id, f.finished_at FROM files f"
         " JOIN tables tb ON tb.id = f.table_id JOIN domain d ON d.id = tb.domain_id"
-        " WHERE d.name = :ds AND tb.name = :tb AND f.status = 'SUCCESS'"
+        " WHERE d.name = :ds AND tb.name = :tb AND tb.tenant_id = :tenant AND f.tenant_id = :tenant"
+        " AND f.status = 'SUCCESS'"
         " ORDER BY (f.batch_id IS NOT DISTINCT FROM :b) DESC, f.id DESC LIMIT 1"),
-        {"ds": dataset, "tb": name, "b": batch_id}).first()
+        {"ds": dataset, "tb": name, "b": batch_id, "tenant": tenant}).first()
     return None if row is None else _file(row)
 
 
@@ -111,8 +116,9 @@ def _file(row: Any) -> dict[str, Any]:
 class _Expected:
     """The run key each task would record if it ran now (memoised across the upstream graph)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, tenant: str) -> None:
         self.session = session
+        self.tenant = tenant
         self.keys: dict[int, str | None] = {}
 
     def key(self, task: Task, depth: int = 0) -> str | None:
@@ -127,15 +133,20 @@ class _Expected:
                                    {"t": task.id}).first()
         if ran is None:
             return None  # as recorded by a child whose parent never succeeded
-        files = {t: latest_file(session=self.session, table=t) for t in input_tables(task)}
+        files = {t: latest_file(session=self.session, table=t, tenant=self.tenant) for t in input_tables(task)}
         parents = self.session.scalars(select(Task).join(TaskDependency, TaskDependency.parent_id == Task.id)
                                        .where(TaskDependency.child_id == task.id)).all()
         upstream = [{"task": p.name, "run_key": self.key(p, depth + 1)} for p in sorted(parents, key=lambda p: p.name)]
         return run_key({"files": files, "upstream": upstream, "logic": logic_key(session=self.session, task=task)})
 
 
-def table_freshness(*, session: Session, warehouse: Warehouse | None, dataset: str, table: str) -> dict[str, Any]:
-    """Where `dataset.table`'s content comes from and whether it is stale.
+def table_freshness(*, session: Session, warehouse: Warehouse | None, dataset: str, table: str,
+                    tenant: str = DEFAULT_TENANT, warehouse_dataset: str | None = None) -> dict[str, Any]:
+    """Where the tenant's `dataset.table` content comes from and whether it is stale.
+
+    Only the tenant's files, tasks and runs are considered. `dataset.table` is the name as the
+    tenant registered (or produces) it; the row count of a registered table is read from
+    `warehouse_dataset` (its physical dataset, `{tenant}_{dataset}` with per-tenant datasets).
 
     Returns a dict: `table`, `status` (fresh | stale | unknown), `reasons`, `files` (source files
     with checksums), `producer` (the task run that wrote it, with its run key) and `upstream`
@@ -143,21 +154,25 @@ def table_freshness(*, session: Session, warehouse: Warehouse | None, dataset: s
     """
     qualified = f"{dataset}.{table}"
     result: dict[str, Any] = {"table": qualified, "status": "unknown", "reasons": [], "files": [],
-                              "producer": None, "upstream": [], "rows": _rows(warehouse, dataset, table)}
-    producers = session.scalars(select(Task).where(Task.enabled, Task.config["produces"].contains([qualified]))
+                              "producer": None, "upstream": [], "rows": None}
+    producers = session.scalars(select(Task).where(Task.enabled, Task.tenant_id == tenant,
+                                                   Task.config["produces"].contains([qualified]))
                                 .order_by(Task.id)).all()
     if producers:
-        _derived(session, result, producers[0])
+        result["rows"] = _rows(warehouse, dataset, table)
+        _derived(session, result, producers[0], tenant)
     else:
-        _source(session, result, dataset, table)
+        result["rows"] = _rows(warehouse, warehouse_dataset or dataset, table)
+        _source(session, result, dataset, table, tenant)
     return result
 
 
-def _source(session: Session, result: dict[str, Any], dataset: str, table: str) -> None:
+def _source(session: Session, result: dict[str, Any], dataset: str, table: str, tenant: str) -> None:
     rows = session.execute(text(
         "SELECT f.id, f.bucket, f.name, f.generation, f.md5, f.crc32c, f.batch_id, f.finished_at, f.status"
         " FROM files f JOIN tables tb ON tb.id = f.table_id JOIN domain d ON d.id = tb.domain_id"
-        " WHERE d.name = :ds AND tb.name = :tb ORDER BY f.id DESC LIMIT 50"), {"ds": dataset, "tb": table}).all()
+        " WHERE d.name = :ds AND tb.name = :tb AND tb.tenant_id = :tenant AND f.tenant_id = :tenant"
+        " ORDER BY f.id DESC LIMIT 50"), {"ds": dataset, "tb": table, "tenant": tenant}).all()
     loaded = [r for r in rows if r[8] == "SUCCESS"]
     result["files"] = [_file(r) for r in loaded[:20]]
     if not rows:
@@ -170,7 +185,7 @@ def _source(session: Session, result: dict[str, Any], dataset: str, table: str) 
     result["status"] = "stale" if newer or not loaded else "fresh"
 
 
-def _derived(session: Session, result: dict[str, Any], producer: Task) -> None:
+def _derived(session: Session, result: dict[str, Any], producer: Task, tenant: str) -> None:
     last = session.execute(text(
         "SELECT id, batch_id, run_key, finished_at, output FROM task_log WHERE task_id = :t AND status = 'SUCCESS'"
         " ORDER BY finished_at DESC, id DESC LIMIT 1"), {"t": producer.id}).first()
@@ -183,18 +198,18 @@ def _derived(session: Session, result: dict[str, Any], producer: Task) -> None:
         return
     recorded = (last[4] or {}).get("inputs") or {"files": {}, "upstream": [], "logic": None}
     result["files"] = [{"table": t, **f} for t, f in recorded["files"].items() if f]
-    expected = _Expected(session)
+    expected = _Expected(session, tenant)
     now_key = expected.key(producer)
     upstream = []
     for u in recorded["upstream"]:
-        parent = session.scalars(select(Task).where(Task.name == u["task"])).first()
+        parent = session.scalars(select(Task).where(Task.name == u["task"], Task.tenant_id == tenant)).first()
         current = expected.key(parent) if parent else None
         upstream.append({**u, "current_run_key": current, "stale": current != u["run_key"]})
         if current != u["run_key"]:
             result["reasons"].append(f"upstream task {u['task']} has newer input than run {u['task_log_id']} used")
     result["upstream"] = upstream
     for t, f in recorded["files"].items():
-        newest = latest_file(session=session, table=t)
+        newest = latest_file(session=session, table=t, tenant=tenant)
         if _file_key(newest) != _file_key(f):
             where = newest["object"] if newest else "none"
             result["reasons"].append(f"newer source file for {t}: {where} (md5 {newest and newest['md5']})")
@@ -226,11 +241,11 @@ def file_table(*, session: Session, file_id: int) -> str | None:
     return row[0] if row else None
 
 
-def latest_loaded_file(*, session: Session, table: str) -> int | None:
-    """Id of the newest SUCCESS file of `dataset.table`."""
+def latest_loaded_file(*, session: Session, table: str, tenant: str = DEFAULT_TENANT) -> int | None:
+    """Id of the newest SUCCESS file of the tenant's `dataset.table`."""
     dataset, _, name = table.partition(".")
     row = session.execute(text(
         "SELECT f.id FROM files f JOIN tables tb ON tb.id = f.table_id JOIN domain d ON d.id = tb.domain_id"
-        " WHERE d.name = :ds AND tb.name = :tb AND f.status = 'SUCCESS' ORDER BY f.id DESC LIMIT 1"),
-        {"ds": dataset, "tb": name}).first()
+        " WHERE d.name = :ds AND tb.name = :tb AND tb.tenant_id = :tenant AND f.status = 'SUCCESS'"
+        " ORDER BY f.id DESC LIMIT 1"), {"ds": dataset, "tb": name, "tenant": tenant}).first()
     return row[0] if row else None

@@ -35,11 +35,14 @@ log = logging.getLogger("caf.engine")
 
 # -- starting ------------------------------------------------------------------------------------
 def start_batch(deps: TaskPorts, *, name: str, trigger: str, parameters: dict[str, Any] | None = None,
-                message_id: str | None = None) -> int:
-    """Start a batch for the task or DAG called `name` (a task wins over a DAG of the same name).
+                message_id: str | None = None, tenant: str = "default") -> int:
+    """Start a batch for the tenant's task or DAG called `name` (a task wins over a DAG of the same name).
 
     A trigger message delivered twice starts one batch: its message id is remembered.
     """
+    from database.tenancy import validate_tenant
+
+    validate_tenant(tenant)
     now = deps.clock()
     with unit_of_work(deps.sessions) as session:
         if message_id:
@@ -48,17 +51,19 @@ def start_batch(deps: TaskPorts, *, name: str, trigger: str, parameters: dict[st
             if existing is not None:
                 log.info("trigger message %s already started batch %s", message_id, existing)
                 return existing
-        task = task_db.find_task(session=session, name=name)
+        task = task_db.find_task(session=session, name=name, tenant=tenant)
         if task is not None and task.enabled:
             roots, label = [task.id], f"task:{name}"
-        elif task_db.dag_exists(session=session, dag=name):
-            roots, label = task_db.dag_roots(session=session, dag=name), f"dag:{name}"
+        elif task_db.dag_exists(session=session, dag=name, tenant=tenant):
+            roots, label = task_db.dag_roots(session=session, dag=name, tenant=tenant), f"dag:{name}"
         else:
-            raise PermanentError(f"no enabled task or DAG named {name!r}")
+            raise PermanentError(f"no enabled task or DAG named {name!r}"
+                                 + ("" if tenant == "default" else f" for tenant {tenant}"))
         summary: dict[str, Any] = {"parameters": parameters or {}}
         if message_id:
             summary["message_id"] = message_id
-        batch_id = batch_db.create_batch(session=session, trigger=trigger, root=label, summary=summary, started_at=now)
+        batch_id = batch_db.create_batch(session=session, trigger=trigger, root=label, summary=summary,
+                                         started_at=now, tenant=tenant)
         ids = _plan(session, batch_id, roots, now)
     publish(deps, ids)
     log.info("started batch %s for %s (%s)", batch_id, label, trigger)
@@ -66,8 +71,9 @@ def start_batch(deps: TaskPorts, *, name: str, trigger: str, parameters: dict[st
 
 
 def start_file_batch(deps: TaskPorts, *, batch_id: int, table: str) -> list[int]:
-    """Start, in the batch a file load created, the tasks whose `on_file` lists `table`.
+    """Start, in the batch a file load created, the tasks of the batch's tenant whose `on_file` lists `table`.
 
+    `table` is `dataset.table` as the tenant registered it. Another tenant's listeners never start.
     Idempotent: a batch that already has tasks (or is closed) is left alone. With no listener
     the batch is closed SUCCESS with a summary saying so. Returns the root task ids.
     """
@@ -80,7 +86,9 @@ def start_file_batch(deps: TaskPorts, *, batch_id: int, table: str) -> list[int]
         if batch.status != "PROCESSING" or batch.roots or "tasks" in batch.summary:
             log.info("batch %s already started (%s); file_loaded ignored", batch_id, batch.status)
             return []
-        roots = task_db.file_listeners(session=session, table=table)
+        tenant = batch_db.batch_tenant(session=session, batch_id=batch_id)
+        assert tenant is not None
+        roots = task_db.file_listeners(session=session, table=table, tenant=tenant)
         if not roots:
             batch_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS", now=now,
                            summary={"tasks": 0, "table": table, "note": f"no task listens to {table}"})

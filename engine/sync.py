@@ -45,15 +45,18 @@ def sync_directory(*, session: Session, directory: Path, prune: bool = False) ->
 
 def sync(*, session: Session, definitions: list[TaskDefinition], prune: bool) -> SyncReport:
     """Upsert `definitions` (already validated as a whole); with `prune`, disable enabled tasks not
-    among them, otherwise report them as missing and leave them alone."""
+    among them, otherwise report them as missing and leave them alone. Tasks are keyed by tenant and name."""
+    from database.tenancy import validate_tenant
+
     report = SyncReport()
-    existing = {t.name: t for t in session.scalars(select(Task))}
+    existing = {(t.tenant_id, t.name): t for t in session.scalars(select(Task))}
     tasks: dict[str, Task] = {}
     for definition in definitions:
-        task = existing.get(definition.name)
+        validate_tenant(definition.tenant)
+        task = existing.get((definition.tenant, definition.name))
         if task is None:
             change = "created"
-            task = Task(name=definition.name)
+            task = Task(name=definition.name, tenant_id=definition.tenant)
         elif task.definition_checksum != definition.checksum or not task.enabled:
             change = "updated"
         else:
@@ -63,7 +66,8 @@ def sync(*, session: Session, definitions: list[TaskDefinition], prune: bool) ->
         tasks[definition.name] = task
         report.changes.append((change, definition.name))
     session.flush()
-    absent = [t for name, t in existing.items() if name not in tasks and t.enabled]
+    kept = {(t.tenant_id, t.name) for t in tasks.values()}
+    absent = [t for key, t in existing.items() if key not in kept and t.enabled]
     removed = absent if prune else []
     for task in absent:
         if prune:
@@ -82,15 +86,15 @@ def _apply(session: Session, task: Task, d: TaskDefinition) -> None:
     logic: Any = d.payload
     if d.sql is not None:
         params = {k: v.model_dump(mode="json") for k, v in d.sql.parameters.items()}
-        query_id = _upsert(session, Query, d.name, sql_text=d.sql.query, parameters=params).id
+        query_id = _upsert(session, Query, d.name, d.tenant, sql_text=d.sql.query, parameters=params).id
         logic = {"query": d.sql.query, "parameters": params}
     elif d.dataform is not None:
         logic = d.dataform.repo.model_dump(mode="json", exclude={"name"})
-        repo_id = _upsert(session, Repo, d.dataform.repo.name or d.name, **logic).id
+        repo_id = _upsert(session, Repo, d.dataform.repo.name or d.name, d.tenant, **logic).id
         config["poll_seconds"] = d.dataform.poll_seconds
     elif d.powerbi is not None:
         logic = d.powerbi.report.model_dump(mode="json", exclude={"name"})
-        report_id = _upsert(session, PowerBiReport, d.powerbi.report.name or d.name, **logic).id
+        report_id = _upsert(session, PowerBiReport, d.powerbi.report.name or d.name, d.tenant, **logic).id
         config["poll_seconds"] = d.powerbi.poll_seconds
     else:
         config.update(d.payload)
@@ -101,10 +105,10 @@ def _apply(session: Session, task: Task, d: TaskDefinition) -> None:
          power_bi_report_id=report_id, enabled=True, definition_checksum=d.checksum)
 
 
-def _upsert(session: Session, model: Any, name: str, **fields: Any) -> Any:
-    row = session.scalars(select(model).where(model.name == name)).first()
+def _upsert(session: Session, model: Any, name: str, tenant: str, **fields: Any) -> Any:
+    row = session.scalars(select(model).where(model.name == name, model.tenant_id == tenant)).first()
     if row is None:
-        row = model(name=name)
+        row = model(name=name, tenant_id=tenant)
         session.add(row)
     _set(row, **fields)
     session.flush()
@@ -121,6 +125,7 @@ def _set(row: Any, **values: Any) -> None:
 def _sync_edges(session: Session, tasks: dict[str, Task], definitions: list[TaskDefinition],
                 removed: list[int]) -> None:
     wanted = {(tasks[p].id, tasks[d.name].id) for d in definitions for p in d.depends_on}
+    tenant_of = {t.id: t.tenant_id for t in tasks.values()}
     if removed:
         session.execute(delete(TaskDependency).where(
             TaskDependency.parent_id.in_(removed) | TaskDependency.child_id.in_(removed)))
@@ -131,4 +136,4 @@ def _sync_edges(session: Session, tasks: dict[str, Task], definitions: list[Task
         if key not in wanted:
             session.delete(edge)
     for parent_id, child_id in sorted(wanted - set(have)):
-        session.add(TaskDependency(parent_id=parent_id, child_id=child_id))
+        session.add(TaskDependency(parent_id=parent_id, child_id=child_id, tenant_id=tenant_of[child_id]))

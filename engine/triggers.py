@@ -26,20 +26,25 @@ def sweep(deps: TaskPorts) -> tuple[int, int]:
     return ended, sent
 
 
-def file_loaded(deps: TaskPorts, *, dataset: str, table: str, batch_id: int | None,
-                file_id: int | None) -> tuple[int, list[int]]:
-    """Start the tasks listening to the loaded table; returns (batch id, root runs started).
+def file_loaded(deps: TaskPorts, *, dataset: str, table: str, batch_id: int | None, file_id: int | None,
+                registered: str | None = None, tenant: str | None = None) -> tuple[int, list[int]]:
+    """Start the batch's tenant's tasks listening to the loaded table; returns (batch id, root runs started).
 
-    Our ingestion always creates the file's batch; a `file_loaded` event from elsewhere gets one
-    made here (with the file attached to it when the event names one).
+    `registered`: `dataset.table` as the tenant registered it (what `on_file` lists); `dataset.table`
+    is the physical table. Our ingestion always creates the file's batch (which carries the
+    tenant); a `file_loaded` event from elsewhere gets one made here for `tenant` (default
+    `default`), with the file attached to it when the event names one.
     """
     if batch_id is None:
+        from database.tenancy import validate_tenant
+
+        owner = validate_tenant(tenant or "default")
         with unit_of_work(deps.sessions) as session:
             batch_id = batch_db.create_batch(session=session, trigger="file", root=f"{dataset}.{table}",
-                                       started_at=deps.clock())
+                                             started_at=deps.clock(), tenant=owner)
             if file_id is not None:
                 _attach_file(session, file_id, batch_id)
-    return batch_id, scheduler.start_file_batch(deps, batch_id=batch_id, table=f"{dataset}.{table}")
+    return batch_id, scheduler.start_file_batch(deps, batch_id=batch_id, table=registered or f"{dataset}.{table}")
 
 
 def _attach_file(session: Session, file_id: int, batch_id: int) -> None:

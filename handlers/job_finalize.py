@@ -165,7 +165,7 @@ def _load(f: JobFile, deps: Deps) -> Outcome:
 
     landing = str(getattr(getattr(deps.settings, "jobs", None), "landing_bucket", LANDING_BUCKET))
     landing_name = f.name if f.tenant_id == "default" else f"{f.tenant_id}/{f.name}"
-    with unit_of_work(deps.sessions) as session:
+    with unit_of_work(deps.sessions) as session:  # refuses a name under another tenant's prefix
         table = match_table(session=session, bucket=landing, name=landing_name, tenant_id=f.tenant_id,
                             per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
     if table is None:
@@ -176,7 +176,8 @@ def _load(f: JobFile, deps: Deps) -> Outcome:
             shutil.copyfileobj(src, dst, 1 << 20)
         info = deps.storage.put_file(landing, landing_name, local, content_type=f.content_type)
     raw_file.handle(ObjectRef.build(bucket=info.bucket, name=info.name, generation=info.generation,
-                                    size=info.size, md5=info.md5, content_type=f.content_type), deps)
+                                    size=info.size, md5=info.md5, content_type=f.content_type), deps,
+                    tenant=f.tenant_id)
     with unit_of_work(deps.sessions) as session:
         row = session.scalars(select(File).where(File.bucket == info.bucket, File.name == info.name,
                                                  File.generation == info.generation)).one()

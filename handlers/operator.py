@@ -35,11 +35,7 @@ def handle(request: Any, deps: Deps) -> Any:
         if path == "/healthz" and request.method == "GET":
             return {"status": "ok", "service": "caf-operator"}
         if path == "/status" and request.method == "GET":
-            from database.session import unit_of_work
-            from database.status import summary
-
-            with unit_of_work(deps.sessions) as session:
-                return summary(session=session)
+            return status(request, deps)
         for module in _route_modules():
             response = module.route(request, deps)
             if response is not None:
@@ -49,3 +45,21 @@ def handle(request: Any, deps: Deps) -> Any:
     except PermanentError as exc:
         return {"error": str(exc)}, getattr(exc, "http_status", 400)
     return {"error": f"no such page: {request.method} {path}"}, 404
+
+
+def status(request: Any, deps: Deps) -> Any:
+    """`GET /status` with a bearer token: the caller's tenant's counts; every tenant's for `auth.admins`."""
+    from database.session import unit_of_work
+    from database.status import summary
+    from database.tenancy import tenant_session
+    from handlers import auth
+
+    try:
+        identity = auth.authenticate(request, deps.settings.auth)
+    except auth.Unauthorized as exc:
+        return {"error": str(exc)}, 401, {"WWW-Authenticate": 'Bearer realm="caf"'}
+    if identity.subject in deps.settings.auth.admins:
+        with unit_of_work(deps.sessions) as session:
+            return summary(session=session)
+    with tenant_session(deps.sessions, identity.tenant) as session:
+        return summary(session=session, tenant=identity.tenant)

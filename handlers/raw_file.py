@@ -15,11 +15,15 @@ if TYPE_CHECKING:
     from values.messages import ObjectRef
 
 
-def handle(ref: ObjectRef, deps: Deps) -> None:
-    """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises."""
+def handle(ref: ObjectRef, deps: Deps, *, tenant: str | None = None) -> None:
+    """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises.
+
+    `tenant`: the tenant the caller knows the object belongs to (an upload job's); None for raw
+    landing objects, whose tenant is derived from the path.
+    """
     from pipeline import ingest
 
-    ingest.handle(ref, deps)
+    ingest.handle(ref, deps, tenant=tenant)
 
 
 def reprocess(file_id: int, deps: Deps) -> int:

@@ -61,8 +61,11 @@ def trigger(data: dict[str, Any], deps: Deps, *, message_id: str | None = None) 
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise MalformedEvent("'parameters' must be an object")
+    tenant = data.get("tenant") or "default"
+    if not isinstance(tenant, str):
+        raise MalformedEvent("'tenant' must be a string")
     scheduler.start_batch(deps, name=name, trigger=str(data.get("trigger") or "schedule"), parameters=parameters,
-                          message_id=message_id)
+                          message_id=message_id, tenant=tenant)
 
 
 def file_loaded(data: dict[str, Any], deps: Deps) -> None:
@@ -72,10 +75,13 @@ def file_loaded(data: dict[str, Any], deps: Deps) -> None:
     dataset, table = data.get("dataset"), data.get("table")
     if not isinstance(dataset, str) or not isinstance(table, str) or not dataset or not table:
         raise MalformedEvent("file_loaded message needs 'dataset' and 'table'")
+    registered, tenant = data.get("registered"), data.get("tenant")
+    if not isinstance(registered, str | None) or not isinstance(tenant, str | None):
+        raise MalformedEvent("file_loaded 'registered' and 'tenant' must be strings")
     batch_id = data.get("batch_id")
     file_id = data.get("file_id")
     batch_id, roots = triggers.file_loaded(
-        deps, dataset=dataset, table=table,
+        deps, dataset=dataset, table=table, registered=registered, tenant=tenant,
         batch_id=None if batch_id is None else _int({"batch_id": batch_id}, "batch_id"),
         file_id=None if batch_id is not None or file_id is None else _int(data, "file_id"))
     log.info("file %s of %s.%s: batch %s started %s task(s)", data.get("file_id"), dataset, table, batch_id,

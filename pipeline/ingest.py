@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import logs
 from database import files as files_db
 from database import outbox
-from database.registry import RegisteredTable, match_table
+from database.registry import RegisteredTable, TableOwnedElsewhere, check_owner, match_table, object_tenant
 from database.session import unit_of_work
 from errors import CafError, PermanentError, TransientError
 
@@ -50,8 +50,12 @@ class AllRowsRejected(PermanentError):
     """Every data row was rejected: not a success, even within `max_bad_records`."""
 
 
-def handle(ref: ObjectRef, deps: IngestPorts) -> None:
-    """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises."""
+def handle(ref: ObjectRef, deps: IngestPorts, *, tenant: str | None = None) -> None:
+    """Ingest one object version; PermanentError is recorded and acknowledged, the rest raises.
+
+    `tenant`: the tenant the caller knows the object belongs to (an upload job's); None for raw
+    landing objects, whose tenant is derived from the path (`<tenant>/...`, else default).
+    """
     with logs.bind(**ref.labels()):
         if _is_internal(ref.name, deps):
             log.debug("ignored CAF-managed object %s", ref.name)
@@ -72,14 +76,14 @@ def handle(ref: ObjectRef, deps: IngestPorts) -> None:
                                  "instance; retry later")
         assert claim.token is not None
         with logs.bind(file_id=claim.file_id):
-            _run_claimed(ref, claim, deps)
+            _run_claimed(ref, claim, deps, tenant)
 
 
-def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts) -> None:
+def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, tenant: str | None) -> None:
     token = claim.token
     assert token is not None
     started = time.perf_counter()
-    context: dict[str, Any] = {"batch_id": claim.batch_id}
+    context: dict[str, Any] = {"batch_id": claim.batch_id, "tenant": tenant}
     try:
         outcome = _ingest(ref, claim, deps, context)
     except PermanentError as exc:
@@ -105,11 +109,15 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts) -> No
 
 
 def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: dict[str, Any]) -> dict[str, Any]:
+    per_tenant = deps.settings.jobs.per_tenant_datasets
     with unit_of_work(deps.sessions) as session:
-        table = match_table(session=session, bucket=ref.bucket, name=ref.name,
-                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
+        context["tenant"], _ = object_tenant(session=session, name=ref.name, tenant_id=context["tenant"])
+    with unit_of_work(deps.sessions) as session:
+        table = match_table(session=session, bucket=ref.bucket, name=ref.name, tenant_id=context["tenant"],
+                            per_tenant_datasets=per_tenant)
         if table is None:
             raise NoTableRegistered(f"no table registered for {ref.name}")
+        check_owner(session=session, table=table, tenant_id=context["tenant"], per_tenant_datasets=per_tenant)
         batch_id = files_db.attach(session=session, file_id=claim.file_id, table_id=table.id,
                                    tenant_id=table.tenant_id, root=table.qualified)
         newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
@@ -136,11 +144,11 @@ def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: d
                 f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
                 f"{staged.describe()} — see {staged.quarantine_uri}"
             )
-        return _load_and_record(ref, claim, table, staged, deps, batch_id)
+        return _load_and_record(ref, claim, table, staged, deps, batch_id, context["tenant"])
 
 
 def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTable, staged: Any,
-                     deps: IngestPorts, batch_id: int) -> dict[str, Any]:
+                     deps: IngestPorts, batch_id: int, tenant: str) -> dict[str, Any]:
     from pipeline import steps
 
     assert claim.token is not None
@@ -160,6 +168,8 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
             loaded = 0
         else:
             # The object's only generation ever recorded: nothing of it can be in the table yet.
+            if table.tenant_id != tenant:  # the table written is the one matched for the object's tenant
+                raise TableOwnedElsewhere(f"{table.qualified} belongs to tenant {table.tenant_id}, not {tenant}")
             result = steps.load(staged, table, deps, file_id=claim.file_id, batch_id=batch_id,
                                 replace_file_ids=ids, generation=ref.generation,
                                 first_load=ids == [claim.file_id])
@@ -218,6 +228,7 @@ def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, mess
             rows_read=getattr(staged, "rows_read", None), rows_rejected=getattr(staged, "rows_rejected", None),
             quarantine_uri=context.get("quarantine_uri"),
             table_id=table.id if table else None,
+            **({"tenant_id": context["tenant"]} if context.get("tenant") else {}),
         )
         if owned:
             files_db.close_batch(session=session, batch_id=context.get("batch_id"), status="ERROR",

@@ -223,7 +223,8 @@ def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: 
 def file_loaded_payload(ref: ObjectRef | File, file_id: int, batch_id: int, table: RegisteredTable) -> dict[str, Any]:
     """The `file_loaded` event for the task engine (from the event's ObjectRef or the `files` row)."""
     return {"file_id": file_id, "batch_id": batch_id, "dataset": table.target.dataset,
-            "table": table.target.table, "bucket": ref.bucket, "name": ref.name,
+            "table": table.target.table, "tenant": table.tenant_id, "registered": table.registered,
+            "bucket": ref.bucket, "name": ref.name,
             "generation": ref.generation, "md5": ref.md5, "crc32c": ref.crc32c}
 
 

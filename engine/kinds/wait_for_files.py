@@ -47,11 +47,15 @@ check = start
 
 
 def _latest(ctx: TaskContext, tables: list[str]) -> Outcome:
-    """A manual, scheduled or reprocess batch: the newest loaded file of each table, nothing consumed."""
+    """A manual, scheduled or reprocess batch: the newest loaded file of each of the batch's tenant's
+    tables, nothing consumed."""
+    from database.batches import batch_tenant
     from engine.freshness import latest_file
 
     with unit_of_work(ctx.deps.sessions) as session:
-        found = {t: f for t in tables if (f := latest_file(session=session, table=t, batch_id=ctx.run.batch_id))}
+        tenant = batch_tenant(session=session, batch_id=ctx.run.batch_id) or "default"
+        found = {t: f for t in tables
+                 if (f := latest_file(session=session, table=t, batch_id=ctx.run.batch_id, tenant=tenant))}
     missing = [t for t in tables if t not in found]
     if missing:
         return Skip(f"waiting for files: {', '.join(missing)} (no file loaded yet)",
@@ -60,11 +64,12 @@ def _latest(ctx: TaskContext, tables: list[str]) -> Outcome:
 
 
 def unconsumed_file(*, session: Session, table: str, task_id: int, run_id: int) -> dict[str, Any] | None:
-    """The newest SUCCESS file of `dataset.table` newer than the ones gate `task_id` consumed before."""
+    """The newest SUCCESS file of the gate's tenant's `dataset.table` newer than the ones it consumed before."""
     dataset, name = table.split(".", 1)
     row = session.execute(text(
         "SELECT f.id, f.bucket, f.name, f.generation, f.md5, f.crc32c, f.batch_id FROM files f"
         " JOIN tables tb ON tb.id = f.table_id JOIN domain d ON d.id = tb.domain_id"
+        " JOIN tasks g ON g.id = :task AND g.tenant_id = tb.tenant_id AND g.tenant_id = f.tenant_id"
         " WHERE d.name = :ds AND tb.name = :tb AND f.status = 'SUCCESS' AND f.id > COALESCE(("
         "  SELECT max((l.output->'files'->CAST(:t AS text)->>'file_id')::bigint) FROM task_log l"
         "  WHERE l.task_id = :task AND l.id <> :run AND l.status IN ('SUCCESS', 'PROCESSING')"

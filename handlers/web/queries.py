@@ -1,8 +1,8 @@
 """Tenant-scoped reads for the operator page: every query filters on the caller's tenant.
 
-`task_log` has no tenant column of its own: runs are scoped through their batch. Each unit of
-work also sets `app.tenant_id` (transaction-local), the setting the row-level security policies
-of the tenant issue read, so these queries keep working once RLS is enforced.
+The pages call them inside `tenant_session` (role caf_app): row-level security returns nothing
+of another tenant even where a filter were missing. `task_log`, `task_dependencies` and `schemas`
+carry their parent's tenant (migration 0005), so caf_app can read them.
 """
 
 from __future__ import annotations

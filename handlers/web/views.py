@@ -1,4 +1,9 @@
-"""One function per page of the operator site; each reads through `queries` in the caller's tenant."""
+"""One function per page of the operator site; each reads through `queries` in the caller's tenant.
+
+Every read runs in `tenant_session` (role caf_app, `app.tenant_id` = the caller's tenant): the
+queries filter by tenant themselves, and row-level security returns nothing when one does not.
+Actions (retry, restart) check the tenant the same way, then act as the system.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from database.models import BATCH_STATUSES, FILE_STATUSES, TASK_KINDS, TASK_STATUSES
-from database.session import unit_of_work
+from database.tenancy import tenant_session
 from errors import PermanentError
 from handlers.web import Caller, actions, dag, queries, redirect, render, response
 
@@ -34,8 +39,7 @@ class BadRequest(PermanentError):
 
 @contextlib.contextmanager
 def _session(deps: Deps, caller: Caller) -> Iterator[Session]:
-    with unit_of_work(deps.sessions) as session:
-        queries.scope(session=session, tenant=caller.tenant)
+    with tenant_session(deps.sessions, caller.tenant) as session:
         yield session
 
 
@@ -246,7 +250,7 @@ def tables(request: Any, deps: Deps, caller: Caller) -> Response:
     with _session(deps, caller) as session:
         names = sorted(set(queries.table_names(session=session, tenant=caller.tenant))
                        | set(queries.produced_tables(session=session, tenant=caller.tenant)))
-        rows = [_freshness(session, None, name) for name in names]
+        rows = [_freshness(session, None, name, caller.tenant) for name in names]
     return render("tables.html", caller, section="Tables", tables=rows, available=_freshness_fn() is not None)
 
 
@@ -257,7 +261,7 @@ def table(request: Any, deps: Deps, caller: Caller, dataset: str, table: str) ->
             queries.produced_tables(session=session, tenant=caller.tenant)
         if not known:
             raise actions.NotFound(f"no table {name}")
-        data = _freshness(session, deps.warehouse, name)
+        data = _freshness(session, deps.warehouse, name, caller.tenant, _physical(session, deps, name, caller.tenant))
     return render("table.html", caller, section="Tables", t=data)
 
 
@@ -269,7 +273,18 @@ def _freshness_fn() -> Any:
     return table_freshness
 
 
-def _freshness(session: Session, warehouse: Any, name: str) -> dict[str, Any]:
+def _physical(session: Session, deps: Deps, name: str, tenant: str) -> str | None:
+    """The warehouse dataset the tenant's registered table `name` loads into (None: not registered)."""
+    from database.registry import find_registered
+
+    dataset, _, table_name = name.partition(".")
+    found = find_registered(session=session, dataset=dataset, table=table_name, tenant_id=tenant,
+                            per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
+    return found.target.dataset if found else None
+
+
+def _freshness(session: Session, warehouse: Any, name: str, tenant: str,
+               warehouse_dataset: str | None = None) -> dict[str, Any]:
     fn = _freshness_fn()
     dataset, _, table_name = name.partition(".")
     empty: dict[str, Any] = {"table": name, "status": "unknown", "reasons": [], "files": [], "producer": None,
@@ -278,7 +293,8 @@ def _freshness(session: Session, warehouse: Any, name: str) -> dict[str, Any]:
         return empty
     try:
         with session.begin_nested():
-            return dict(fn(session=session, warehouse=warehouse, dataset=dataset, table=table_name))
+            return dict(fn(session=session, warehouse=warehouse, dataset=dataset, table=table_name, tenant=tenant,
+                           warehouse_dataset=warehouse_dataset))
     except Exception as exc:  # noqa: BLE001 - one table's problem must not hide the others
         log.warning("freshness of %s failed: %s", name, exc)
         return empty | {"reasons": [f"freshness could not be computed: {type(exc).__name__}"]}

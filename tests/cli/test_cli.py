@@ -95,7 +95,9 @@ def test_serve_hosts_all_targets_over_http(deps, tmp_path: Path) -> None:
         request = urllib.request.Request(f"{base}/gcs/", data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
-        with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
+        deps.settings.auth.static_tokens = {"serve-token": "default"}
+        status = urllib.request.Request(f"{base}/status", headers={"Authorization": "Bearer serve-token"})
+        with urllib.request.urlopen(status, timeout=10) as response:
             assert json.load(response)["files"] == {"SUCCESS": 1}
     finally:
         server.shutdown()

@@ -33,12 +33,14 @@ class Ingest:
         self.client = make_client("handle_raw_file")
 
     # -- registry ------------------------------------------------------------------------------
-    def register(self, yaml_text: str, name: str = "table.yaml") -> None:
+    def register(self, yaml_text: str, name: str = "table.yaml", *, per_tenant_datasets: bool | None = None) -> None:
         path = self.tmp / "defs" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(yaml_text))
+        per_tenant = self.deps.settings.jobs.per_tenant_datasets if per_tenant_datasets is None else per_tenant_datasets
         with unit_of_work(self.deps.sessions) as session:
-            sync_definition(session=session, definition=parse_definition(path), path=path)
+            sync_definition(session=session, definition=parse_definition(path), path=path,
+                            per_tenant_datasets=per_tenant)
 
     # -- objects and events ---------------------------------------------------------------------
     def put(self, name: str, data: bytes | str, bucket: str = BUCKET) -> ObjectInfo:

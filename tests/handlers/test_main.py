@@ -142,7 +142,9 @@ def test_operator_health_and_status(deps) -> None:
     client = make_client("operator", "http")
     assert client.get("/healthz").get_json() == {"status": "ok", "service": "caf-operator"}
     post(make_client("handle_raw_file"), storage_event("unknown/c.csv"), mode="binary")
-    status = client.get("/status").get_json()
+    assert client.get("/status").status_code == 401  # every tenant's counts and errors: not for anyone
+    deps.settings.auth.static_tokens = {"status-token": "default"}
+    status = client.get("/status", headers={"Authorization": "Bearer status-token"}).get_json()
     assert status["files"] == {"ERROR": 1}
     assert status["recent_file_errors"][0]["error"] == "no table registered for unknown/c.csv"
     assert client.get("/nope").status_code == 404

@@ -226,12 +226,13 @@ def test_per_tenant_datasets_when_configured(deps, tmp_path) -> None:
 def test_objects_only_match_their_own_tenants_tables(deps, tmp_path) -> None:
     ing = Ingest(deps, tmp_path)
     ing.register(ORDERS, "default.yaml")
-    ing.register(ORDERS.replace("dataset: sales", "dataset: acme_sales") + "    tenant: acme\n", "acme.yaml")
+    ing.register(ORDERS + "    tenant: acme\n", "acme.yaml")  # the same name: acme's loads into acme_sales
     default_row = ing.load("sales/orders/d.csv", ORDERS_CSV)
-    acme_row = ing.load("acme/sales/orders/a.csv", ORDERS_CSV)
+    acme_row = ing.load("acme/sales/orders/a.csv", ORDERS_CSV.replace("plain", "acme"))
     assert (default_row.status, default_row.tenant_id) == ("SUCCESS", "default")
     assert (acme_row.status, acme_row.tenant_id) == ("SUCCESS", "acme")
     assert ing.count("sales.orders") == 5 and ing.count("acme_sales.orders") == 5
+    assert ("acme",) in ing.rows("acme_sales.orders", "note") and ("acme",) not in ing.rows("sales.orders", "note")
     # A path naming another tenant that has no such table does not fall back to the default's tables.
     stray = ing.load("acme/crm/orders/x.csv", ORDERS_CSV)
     assert stray.status == "ERROR" and "no table registered" in stray.error_message

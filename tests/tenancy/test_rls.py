@@ -12,8 +12,10 @@ from database.job_models import Job, JobFile
 from database.tenancy import InvalidTenant, current_tenant, tenant_dataset, tenant_session
 
 TENANT_TABLES = ("files", "task_batch", "domain", "tables", "tasks", "query", "repo", "power_bi_report", "outbox",
-                 "job", "job_file", "artifacts", "staging_entity", "staging")
+                 "job", "job_file", "artifacts", "staging_entity", "staging", "task_log", "task_dependencies",
+                 "schemas")
 RLS_TABLES = (*TENANT_TABLES, "task_try")  # with row-level security, seeded or not
+ROWS = {"tasks": 2}  # seeded rows per tenant, where not 1
 
 
 def seed(conn, tenant: str, n: int) -> dict[str, object]:
@@ -25,11 +27,17 @@ def seed(conn, tenant: str, n: int) -> dict[str, object]:
         return result.scalar() if result.returns_rows else None
 
     ids["domain"] = one("INSERT INTO domain (name, tenant_id) VALUES (:t, :t) RETURNING id")
-    one("INSERT INTO tables (domain_id, name, source_glob, format, tenant_id) VALUES (:d, 'x', 'x/*', 'csv', :t)",
-        d=ids["domain"])
+    table = one("INSERT INTO tables (domain_id, name, source_glob, format, tenant_id) "
+                "VALUES (:d, 'x', 'x/*', 'csv', :t) RETURNING id", d=ids["domain"])
+    one("INSERT INTO schemas (table_id, ordinal, name, type, tenant_id) VALUES (:tb, 1, 'c', 'STRING', :t)", tb=table)
     one("INSERT INTO files (bucket, name, generation, tenant_id) VALUES ('landing', :t, :n, :t)", n=n)
-    one("INSERT INTO task_batch (trigger, tenant_id) VALUES ('cli', :t)")
-    one("INSERT INTO tasks (name, kind, tenant_id) VALUES (:t, 'sql', :t)")
+    batch = one("INSERT INTO task_batch (trigger, tenant_id) VALUES ('cli', :t) RETURNING id")
+    parent = one("INSERT INTO tasks (name, kind, tenant_id, enabled) VALUES (:t || '_parent', 'sql', :t, false) "
+                 "RETURNING id")
+    task = one("INSERT INTO tasks (name, kind, tenant_id) VALUES (:t, 'sql', :t) RETURNING id")
+    one("INSERT INTO task_dependencies (parent_id, child_id, tenant_id) VALUES (:p, :c, :t)", p=parent, c=task)
+    one("INSERT INTO task_log (task_id, batch_id, tenant_id) VALUES (:k, :b, :t)", k=task, b=batch)
+    ids.update(batch=batch, task=task, table=table)
     one("INSERT INTO query (name, sql_text, tenant_id) VALUES (:t, 'select 1', :t)")
     one("INSERT INTO repo (name, project, location, repository, tenant_id) VALUES (:t, 'p', 'eu', 'r', :t)")
     one("INSERT INTO power_bi_report (name, group_id, dataset_id, tenant_id) VALUES (:t, 'g', 'd', :t)")
@@ -69,13 +77,13 @@ def test_raw_select_as_app_role_returns_nothing_of_the_other_tenant(deps, two_te
         as_app(conn, "tenant_a")
         assert conn.execute(text("SELECT current_user")).scalar() == "caf_app"
         for table in TENANT_TABLES:
-            assert visible(conn, table) == {"tenant_a": 1}, table
+            assert visible(conn, table) == {"tenant_a": ROWS.get(table, 1)}, table
             assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE tenant_id = 'tenant_b'")).scalar() == 0
         job_b = two_tenants["tenant_b"]["job"]
         assert conn.execute(text("SELECT count(*) FROM job WHERE id = :j"), {"j": job_b}).scalar() == 0
     with deps.engine.connect() as conn, conn.begin():  # the system connection is unaffected: both tenants
         for table in TENANT_TABLES:
-            assert visible(conn, table) == {"tenant_a": 1, "tenant_b": 1}, table
+            assert visible(conn, table) == {"tenant_a": ROWS.get(table, 1), "tenant_b": ROWS.get(table, 1)}, table
 
 
 def test_app_role_without_tenant_setting_sees_nothing(deps, two_tenants) -> None:
@@ -111,7 +119,7 @@ def test_updates_and_deletes_of_another_tenants_rows_touch_nothing(deps, two_ten
 
 
 def test_app_role_has_no_access_to_system_only_tables(deps, two_tenants) -> None:
-    for statement in ("SELECT * FROM task_log", "SELECT * FROM schemas",
+    for statement in ("SELECT * FROM alembic_version", "INSERT INTO task_log (task_id, batch_id) VALUES (1, 1)",
                       "INSERT INTO files (bucket, name, generation, tenant_id) VALUES ('b', 'n', 9, 'tenant_a')"):
         with pytest.raises(exc.ProgrammingError, match="permission denied"), deps.engine.connect() as conn, \
                 conn.begin():
@@ -194,3 +202,21 @@ def test_forced_rls_binds_a_non_superuser_owner_unless_it_is_in_caf_system(deps,
             assert conn.execute(text("SELECT count(*) FROM job")).scalar() == 2  # system_access: every tenant
         finally:
             trans.rollback()
+
+
+def test_runs_edges_and_columns_stay_inside_their_tenant_even_for_the_system_role(deps, two_tenants) -> None:
+    """Composite foreign keys (migration 0005): a tenant's batch can never hold another tenant's task run."""
+    a, b = two_tenants["tenant_a"], two_tenants["tenant_b"]
+    wrong = [
+        ("INSERT INTO task_log (task_id, batch_id, tenant_id) VALUES (:task_a, :batch_b, 'tenant_b')",
+         {"task_a": a["task"], "batch_b": b["batch"]}),
+        ("INSERT INTO task_log (task_id, batch_id, tenant_id) VALUES (:task_a, :batch_b, 'tenant_a')",
+         {"task_a": a["task"], "batch_b": b["batch"]}),
+        ("INSERT INTO task_dependencies (parent_id, child_id, tenant_id) VALUES (:task_b, :task_a, 'tenant_a')",
+         {"task_a": a["task"], "task_b": b["task"]}),
+        ("INSERT INTO schemas (table_id, ordinal, name, type, tenant_id) VALUES (:table_a, 2, 'd', 'STRING', "
+         "'tenant_b')", {"table_a": a["table"]}),
+    ]
+    for statement, params in wrong:
+        with pytest.raises(exc.DBAPIError, match="violates foreign key constraint"), deps.engine.begin() as conn:
+            conn.execute(text(statement), params)
