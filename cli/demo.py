@@ -80,7 +80,9 @@ def demo() -> None:
         for path in definition_files(EXAMPLES / "tables"):
             d = parse_definition(path)
             name = f"{d.dataset}.{d.table}"
-            console.print(f"{name:<20} {sync_definition(session=session, definition=d, path=path)}")
+            outcome = sync_definition(session=session, definition=d, path=path,
+                                      per_tenant_datasets=settings.jobs.per_tenant_datasets)
+            console.print(f"{name:<20} {outcome}")
     _sync_tasks(deps)
 
     console.rule("ingest sample files")

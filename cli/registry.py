@@ -83,13 +83,14 @@ def sync(
     for _, definition in definitions:
         if definition.target != "staging":
             target = warehouse_target(deps, definition)
-            plans[f"{definition.dataset}.{definition.table}"] = (target, plan_for(deps, target))
+            plans[f"{definition.tenant}:{definition.dataset}.{definition.table}"] = (target, plan_for(deps, target))
     rows = []
     with transaction(deps, dry_run=dry_run) as session:
         for path, definition in definitions:
-            outcome = sync_definition(session=session, definition=definition, path=path)
+            outcome = sync_definition(session=session, definition=definition, path=path,
+                                      per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
             name = f"{definition.dataset}.{definition.table}"
-            plan = plans.get(name)
+            plan = plans.get(f"{definition.tenant}:{name}")
             registry = f"would {outcome[:-1]}" if dry_run and outcome != "unchanged" else outcome
             warehouse = plan[1].as_dict() if plan else {"summary": "Postgres staging (no warehouse table)"}
             rows.append({"table": name, "registry": registry, "source": definition.source_glob,
