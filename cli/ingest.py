@@ -23,11 +23,15 @@ from rich.table import Table
 from cli.context import console, open_deps, print_json
 
 DEFAULT_BUCKET = "landing"
-REDELIVERIES = 3  # like the platform: a transient failure (HTTP 500) is retried with backoff
 
 
 def deliver_all(infos: list[Any], deps: Any, *, title: str) -> list[dict[str, Any]]:
     """Deliver each object's finalize event, retrying transient failures; returns outcome rows.
+
+    Like the platform, a transient failure (HTTP 500) is redelivered with exponential backoff
+    (`ingest.local_redeliveries`, `ingest.local_backoff_seconds`). A file still not loaded after
+    the last one is given up: its batch is closed and the file stays NEW with its last error,
+    for `caf backfill` or the sweep to deliver again.
 
     On a terminal a progress bar counts the bytes read from each object as it is ingested (and
     files done); piped or redirected output gets no bar.
@@ -42,16 +46,24 @@ def deliver_all(infos: list[Any], deps: Any, *, title: str) -> list[dict[str, An
         for done, info in enumerate(infos, start=1):
             current["task"] = progress.add_task(f"{title} {done}/{len(infos)} {info.name}", total=info.size or None)
             code = 0
-            for attempt in range(REDELIVERIES):
+            cfg = deps.settings.ingest
+            for attempt in range(cfg.local_redeliveries):
+                if attempt:
+                    time.sleep(cfg.local_backoff_seconds * 2 ** (attempt - 1))
                 progress.reset(current["task"], total=info.size or None)
                 code = local_delivery.deliver_object(info)
                 if code < 300:
                     break
-                time.sleep(0.2 * 2**attempt)
             progress.remove_task(current["task"])
             outcomes.append({"info": info, "http": code})
     drain_bus(deps)
-    return [dict(o, **file_row(deps, o["info"])) for o in outcomes]
+    rows = [dict(o, **file_row(deps, o["info"])) for o in outcomes]
+    given_up = [r["id"] for r in rows if r["id"] is not None and r["status"] in ("NEW", "PROCESSING")]
+    if given_up:
+        from pipeline import stalled
+
+        stalled.give_up(deps, given_up)
+    return rows
 
 
 @contextlib.contextmanager
@@ -148,8 +160,13 @@ def file_row(deps: Any, info: Any) -> dict[str, Any]:
                                                  File.generation == info.generation)).scalar_one_or_none()
         if row is None:
             return {"status": "IGNORED", "rows_loaded": None, "rows_rejected": None, "message": "", "id": None}
+        message = row.error_message or row.detail or ""
+        if row.status in ("NEW", "PROCESSING"):  # a transient failure that outlived every redelivery
+            folder = row.name.rsplit("/", 1)[0] + "/" if "/" in row.name else ""
+            message = (f"not loaded after {row.attempts} attempt(s): {row.last_error or 'no outcome recorded'}. "
+                       f"Kept as NEW; `caf backfill {row.bucket}/{folder}` (or the sweep) delivers it again")
         return {"status": row.status, "rows_loaded": row.rows_loaded, "rows_rejected": row.rows_rejected,
-                "message": row.error_message or row.detail or "", "id": row.id}
+                "message": message, "id": row.id}
 
 
 def print_outcomes(rows: list[dict[str, Any]], title: str) -> None:
@@ -167,7 +184,7 @@ def print_outcomes(rows: list[dict[str, Any]], title: str) -> None:
     console.print(table)
     for r in rows:
         if r["message"]:
-            colour = "red" if r["status"] == "ERROR" else "default"
+            colour = "red" if r["status"] in ("ERROR", "NEW", "PROCESSING") else "default"
             console.print(f"file {r['id'] or '-'} ({r['info'].name}): [{colour}]{escape(r['message'][:600])}[/]",
                           highlight=False)
 
@@ -178,6 +195,18 @@ def outcome_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "generation": r["info"].generation, "status": r["status"], "http": r["http"],
              "rows_loaded": r["rows_loaded"], "rows_rejected": r["rows_rejected"], "message": r["message"]}
             for r in rows]
+
+
+def exit_code(rows: list[dict[str, Any]]) -> int:
+    """1 when a file ended in ERROR; 3 when one could not be loaded (transient: warehouse busy...); else 0.
+
+    The codes are cli.app's EXIT_FAILED and EXIT_UNREACHABLE (not imported: cli.app imports this module).
+    """
+    if any(r["status"] == "ERROR" for r in rows):
+        return 1
+    if any(r["http"] >= 300 or r["status"] in ("NEW", "PROCESSING") for r in rows):
+        return 3
+    return 0
 
 
 def _n(value: Any) -> str:
@@ -192,7 +221,7 @@ def ingest(
 ) -> None:
     """Put local files into the (local or emulated) bucket and deliver their finalize events.
 
-    Exits 1 when a file ends in ERROR (or its delivery failed).
+    Exits 1 when a file ends in ERROR, 3 when one could not be loaded after every redelivery.
     """
     deps = open_deps()
     infos = [deps.storage.put_file(bucket, f"{prefix}{path.name}", path) for path in files]
@@ -201,17 +230,18 @@ def ingest(
         print_json({"files": outcome_json(rows)})
     else:
         print_outcomes(rows, f"ingested {len(rows)} file(s)")
-    if any(r["status"] == "ERROR" or r["http"] >= 300 for r in rows):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(rows))
 
 
 def backfill(
     target: str = typer.Argument(..., help="BUCKET or BUCKET/PREFIX"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Deliver events for objects already in a bucket; versions already loaded are skipped.
+    """Deliver events for objects already in a bucket (and stalled files under it); versions already
+    loaded are skipped.
 
-    Exits 1 when a delivered file ends in ERROR (or its delivery failed).
+    Exits 1 when a delivered file ends in ERROR, 3 when one could not be loaded after every
+    redelivery. Files left NEW by a transient failure (stalled) are delivered again.
     """
     from sqlalchemy import select
 
@@ -227,6 +257,7 @@ def backfill(
         done = {tuple(r) for r in session.execute(select(File.name, File.generation).where(
             File.bucket == bucket, File.status.in_(("SUCCESS", "ERROR")))).all()}
     todo = [o for o in candidates if (o.name, o.generation) not in done]
+    todo += _stalled_versions(deps, bucket, prefix, {(o.name, o.generation) for o in todo})
     if not as_json:
         console.print(f"{len(candidates)} object(s) under {target}; {len(candidates) - len(todo)} already "
                       f"processed, {len(todo)} to deliver")
@@ -236,8 +267,24 @@ def backfill(
                     "files": outcome_json(rows)})
     elif rows:
         print_outcomes(rows, f"backfilled {len(rows)} file(s)")
-    if any(r["status"] == "ERROR" or r["http"] >= 300 for r in rows):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(rows))
+
+
+def _stalled_versions(deps: Any, bucket: str, prefix: str, listed: set[tuple[str, int]]) -> list[Any]:
+    """Stalled files under BUCKET/PREFIX that the listing does not show (an older version since
+    replaced): delivered again too, so each ends loaded, superseded or in ERROR instead of stalled."""
+    from adapters.storage.base import ObjectInfo
+    from database.files import stalled_files
+    from database.session import unit_of_work
+    from pipeline.stalled import cutoffs
+
+    with unit_of_work(deps.sessions) as session:
+        rows = stalled_files(session=session, cutoffs=cutoffs(deps), limit=10_000)
+    return [ObjectInfo(bucket=r["bucket"], name=r["name"], generation=r["generation"], size=r["size"] or 0,
+                       md5=r["md5"], crc32c=r["crc32c"], content_type=r["content_type"],
+                       content_encoding=r["content_encoding"])
+            for r in rows if r["bucket"] == bucket and r["name"].startswith(prefix)
+            and (r["name"], r["generation"]) not in listed]
 
 
 def register(app: typer.Typer) -> None:

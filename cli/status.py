@@ -1,6 +1,7 @@
 """`caf status`: what landed, what failed, what ran; one table's freshness; the last hours' metrics.
 
     caf status                    files / batches / task runs / tables; exit 1 on an unresolved ERROR
+                                  or a stalled file (not loaded, no redelivery coming)
     caf status DATASET.TABLE      is that table up to date (exit 1 when stale or unknown)
     caf status --metrics [--hours N]   rows, bytes, durations and errors by reason since N hours ago
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 STATUSES = ("NEW", "PROCESSING", "SUCCESS", "SKIPPED", "ERROR")
 _STYLE = {"SUCCESS": "green", "ERROR": "red", "SKIPPED": "yellow", "PROCESSING": "cyan", "fresh": "green",
-          "stale": "red"}
+          "stale": "red", "stalled": "dark_orange"}
 _NEWER_SUCCESS = ("EXISTS (SELECT 1 FROM files g WHERE g.bucket = f.bucket AND g.name = f.name"
                   " AND g.generation > f.generation AND g.status = 'SUCCESS')")
 _LATER_SUCCESS = ("EXISTS (SELECT 1 FROM task_log s WHERE s.task_id = l.task_id AND s.status = 'SUCCESS'"
@@ -50,7 +51,8 @@ def status(
     metrics: bool = typer.Option(False, "--metrics", help="Summarise rows, bytes, durations and errors."),
     hours: float = typer.Option(24.0, "--hours", min=0.01, help="Window of --metrics, in hours."),
 ) -> None:
-    """Files, batches, task runs and tables by status; exits 1 when anything is in ERROR (unresolved).
+    """Files, batches, task runs and tables by status; exits 1 when anything is in ERROR (unresolved)
+    or stalled (a file not loaded after a transient failure, with no redelivery coming).
 
     The first line names the environment read (APP_ENV, metadata database, warehouse, storage).
     """
@@ -65,19 +67,29 @@ def status(
         _overview(deps, as_json=as_json)
 
 
-def collect(session: Session, *, recent: int = 10) -> dict[str, Any]:
-    """The overview: counts by status, recent errors, unresolved ERROR counts, batches, failed runs, tables."""
+def collect(session: Session, *, recent: int = 10, stall: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+    """The overview: counts by status, recent errors, unresolved ERROR counts, batches, failed runs, tables;
+    with `stall` (the cutoffs of `pipeline.stalled.cutoffs`), the files and batches that stopped moving."""
     from sqlalchemy import text
 
+    from database.files import stalled_files
     from database.status import summary
 
     data = summary(session=session, recent=recent)
+    stuck = stalled_files(session=session, cutoffs=stall) if stall else []
+    data["stalled_files"] = [{"id": f["id"], "object": f"gs://{f['bucket']}/{f['name']}#{f['generation']}",
+                              "status": f["status"], "attempts": f["attempts"], "last_error": f["last_error"],
+                              "since": f["since"], "batch_id": f["batch_id"]} for f in stuck]
+    stalled_batches = {f["batch_id"] for f in stuck if f["batch_id"] is not None}
+    data["stalled"] = {"files": len(stuck), "batches": len(stalled_batches)}
     data["unresolved"] = {what: int(session.execute(text(sql)).scalar_one()) for what, sql in UNRESOLVED.items()}
     data["recent_batches"] = [dict(r) for r in session.execute(text(
         "SELECT b.id, b.status, b.trigger, b.root, b.started_at, b.finished_at,"
         " (SELECT count(*) FROM task_log l WHERE l.batch_id = b.id) AS runs,"
         " (SELECT count(*) FROM task_log l WHERE l.batch_id = b.id AND l.status = 'ERROR') AS errors"
         " FROM task_batch b ORDER BY b.id DESC LIMIT :n"), {"n": recent}).mappings()]
+    for b in data["recent_batches"]:
+        b["stalled"] = b["id"] in stalled_batches
     data["recent_failed_runs"] = [dict(r) for r in session.execute(text(
         "SELECT l.id, l.batch_id, t.name AS task, t.kind, l.attempt, l.finished_at, l.error, l.remote_id"
         f" FROM task_log l JOIN tasks t ON t.id = l.task_id WHERE {_OPEN_RUN}"
@@ -92,15 +104,16 @@ def collect(session: Session, *, recent: int = 10) -> dict[str, Any]:
 
 def _overview(deps: Any, *, as_json: bool) -> None:
     from database.session import unit_of_work
+    from pipeline.stalled import cutoffs
 
     with unit_of_work(deps.sessions) as session:
-        data = collect(session)
+        data = collect(session, stall=cutoffs(deps))
     data["environment"] = environment(deps.settings)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
         _print_overview(data)
-    if any(data["unresolved"].values()):
+    if any(data["unresolved"].values()) or data["stalled"]["files"]:
         raise typer.Exit(1)
 
 
@@ -112,6 +125,14 @@ def _print_overview(data: dict[str, Any]) -> None:
         by = data[what]
         counts.add_row(what, *(str(by.get(s, "")) for s in STATUSES), str(data["unresolved"][what] or ""))
     console.print(counts)
+    if data["stalled_files"]:
+        stalled = Table(title="stalled files: not loaded, no redelivery coming (caf backfill or the sweep retries)")
+        for col in ("file", "object", "attempts", "batch", "since", "last error"):
+            stalled.add_column(col, overflow="fold", no_wrap=col in ("file", "attempts", "batch", "since"))
+        for f in data["stalled_files"]:
+            stalled.add_row(str(f["id"]), f["object"], str(f["attempts"]), str(f["batch_id"] or ""), _when(f["since"]),
+                            f"[dark_orange]{escape(str(f['last_error'] or 'no error recorded'))}[/]")
+        console.print(stalled)
     if data["recent_file_errors"]:
         files = Table(title="recent file errors")
         for col in ("file", "object", "error", "at"):
@@ -125,7 +146,8 @@ def _print_overview(data: dict[str, Any]) -> None:
             batches.add_column(col, no_wrap=col != "root", overflow="fold")
         for b in data["recent_batches"]:
             runs_text = f"{b['runs']}" + (f" ({b['errors']} ERROR)" if b["errors"] else "")
-            batches.add_row(str(b["id"]), _styled(b["status"]), b["trigger"], escape(b["root"] or ""), runs_text,
+            shown = "stalled" if b["stalled"] else b["status"]
+            batches.add_row(str(b["id"]), _styled(shown), b["trigger"], escape(b["root"] or ""), runs_text,
                             _when(b["started_at"]))
         console.print(batches)
     if data["recent_failed_runs"]:

@@ -50,6 +50,15 @@ class IngestSettings(_Section):
     staging_prefix: str = "staging/"
     move_processed: bool = True
     """Move the raw object to archive/ (SUCCESS) or failed/ (ERROR) when done."""
+    stall_seconds: int = Field(3600, gt=0)
+    """A file whose claim was given back after a transient failure and that got no redelivery for
+    this long (or a PROCESSING claim this long past its lease) is *stalled*: `caf status` and the
+    page show it with its last error, its batch is closed, the sweep and `caf backfill` retry it."""
+    local_redeliveries: int = Field(5, ge=1)
+    """`caf ingest` / `caf backfill`: deliveries of one file before giving up on a transient
+    failure (locally the command is the platform that redelivers)."""
+    local_backoff_seconds: float = Field(0.5, ge=0)
+    """Wait before the first local redelivery; doubled before each next one (0.5, 1, 2, 4 s)."""
 
 
 class EventSettings(_Section):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Boolean, exists, func, literal_column, select, text, union_all, update
+from sqlalchemy import Boolean, exists, func, literal_column, select, text, true, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -74,11 +75,64 @@ def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim
     return Claim(state, existing.id, None, existing.attempts, existing.status, existing.batch_id, unarchived)
 
 
-def release_claim(*, session: Session, file_id: int, token: str) -> None:
-    """Give a claim back after a transient failure so the redelivered event can retake it at once."""
+def release_claim(*, session: Session, file_id: int, token: str, error: str | None = None) -> None:
+    """Give a claim back after a transient failure so the redelivered event can retake it at once.
+
+    The failure is kept (`last_error`, `released_at`): if no redelivery comes, the file is stalled.
+    """
     session.execute(update(File).where(File.id == file_id, File.claim_token == token,
                                        File.status == "PROCESSING")
-                    .values(status="NEW", claim_token=None, claimed_at=None))
+                    .values(status="NEW", claim_token=None, claimed_at=None, released_at=func.now(),
+                            last_error=error[:4000] if error else File.last_error))
+
+
+# -- stalled files: given back (or crashed) and never redelivered ----------------------------------
+def stall_cutoffs(now: datetime, *, stall_seconds: int, lease_seconds: int) -> tuple[datetime, datetime]:
+    """(released before, claimed before): a NEW file released before the first, or a PROCESSING
+    file claimed before the second (its lease long expired), has stopped moving."""
+    released_before = now - timedelta(seconds=stall_seconds)
+    return released_before, released_before - timedelta(seconds=lease_seconds)
+
+
+def stalled_files(*, session: Session, cutoffs: tuple[datetime, datetime], limit: int = 100,
+                  tenant: str | None = None) -> list[dict[str, Any]]:
+    """Files that stopped moving, oldest first, with their last transient error.
+
+    Stalled: given back (NEW) before the first cutoff, claimed (PROCESSING) before the second, or
+    NEW with its batch closed because the deliverer gave up (`close_stalled_batches`).
+    """
+    released_before, claimed_before = cutoffs
+    given_up = select(TaskBatch.id).where(TaskBatch.id == File.batch_id, TaskBatch.status == "ERROR",
+                                          TaskBatch.summary.has_key("stalled")).exists()
+    rows = session.execute(
+        select(File.id, File.bucket, File.name, File.generation, File.status, File.attempts, File.last_error,
+               File.released_at, File.claimed_at, File.batch_id, File.size, File.md5, File.crc32c,
+               File.content_type, File.content_encoding, File.tenant_id)
+        .where(((File.status == "NEW") & ((File.released_at < released_before) | given_up))
+               | ((File.status == "PROCESSING") & (File.claimed_at < claimed_before)),
+               File.tenant_id == tenant if tenant is not None else true())
+        .order_by(File.id).limit(limit)).mappings()
+    return [dict(r) | {"since": r["released_at"] or r["claimed_at"]} for r in rows]
+
+
+def close_stalled_batches(*, session: Session, file_ids: list[int], now: datetime) -> list[int]:
+    """Close (ERROR) the batches of these files while they are still not loaded and ran no task.
+
+    A batch whose file never loaded must not stay PROCESSING; `attach` reopens it when the file is
+    picked up again (the sweep, `caf backfill`, a late redelivery).
+    """
+    if not file_ids:
+        return []
+    rows = session.execute(text(
+        "UPDATE task_batch b SET status = 'ERROR', finished_at = :now, updated_at = now(),"
+        " summary = b.summary || jsonb_build_object('stalled', f.id, 'file', f.id, 'error',"
+        "  'file ' || f.id || ' (' || f.name || ') was not loaded: ' || COALESCE(f.last_error, 'no redelivery came')"
+        "  || '; the sweep or caf backfill retries it')"
+        " FROM files f WHERE f.batch_id = b.id AND f.id = ANY(CAST(:ids AS bigint[]))"
+        " AND f.status IN ('NEW', 'PROCESSING') AND b.status = 'PROCESSING'"
+        " AND NOT EXISTS (SELECT 1 FROM task_log l WHERE l.batch_id = b.id) RETURNING b.id"),
+        {"ids": list(file_ids), "now": now})
+    return sorted(r[0] for r in rows)
 
 
 def lock_object_name(*, session: Session, bucket: str, name: str) -> None:
@@ -117,13 +171,17 @@ def attach(*, session: Session, file_id: int, table_id: int | None, tenant_id: s
            root: str | None) -> int:
     """Record the matched table and give the file its batch (created once, reused on takeover).
 
-    One statement: the file row is locked, the batch inserted only when the file has none yet.
+    One statement: the file row is locked, the batch inserted only when the file has none yet, and
+    a batch closed because its file stalled reopened (the file is being picked up again).
     """
     batch_id = session.execute(text(
         "WITH f AS (SELECT id, batch_id, tenant_id FROM files WHERE id = :file_id FOR UPDATE), "
         "b AS (INSERT INTO task_batch (trigger, root, tenant_id) "
         "      SELECT 'file', :root, coalesce(:tenant_id, f.tenant_id) FROM f WHERE f.batch_id IS NULL "
-        "      RETURNING id) "
+        "      RETURNING id), "
+        "r AS (UPDATE task_batch SET status = 'PROCESSING', finished_at = NULL, updated_at = now(), "
+        "      summary = summary - ARRAY['stalled', 'error', 'file'] "
+        "      WHERE id = (SELECT batch_id FROM f) AND status = 'ERROR' AND summary->'stalled' IS NOT NULL) "
         "UPDATE files SET table_id = :table_id, tenant_id = coalesce(:tenant_id, files.tenant_id), "
         "       batch_id = coalesce(files.batch_id, (SELECT id FROM b)), updated_at = now() "
         "WHERE files.id = :file_id RETURNING files.batch_id"),

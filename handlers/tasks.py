@@ -3,7 +3,8 @@
     task         {"task": name} | {"dag": name}            start a batch (Cloud Scheduler)
                  {"batch_id", "task_id", "attempt"}        run one task run (claimed once)
                  {"batch_id", "task_id", "attempt", "check"}   check a pending run
-                 {"sweep": true}                            end runs whose lease passed; send unsent events
+                 {"sweep": true}                            end runs whose lease passed; send unsent events;
+                                                            deliver stalled files again
     dataform, powerbi   {"batch_id", "task_id", "attempt", "check"}   check a remote run
     file_loaded  {"file_id", "batch_id", "dataset", "table", ...}  start the on_file tasks
 
@@ -48,12 +49,17 @@ def handle(route: str, message: PubSubMessage, deps: Deps) -> None:
 
 
 def trigger(data: dict[str, Any], deps: Deps, *, message_id: str | None = None) -> None:
-    """A scheduled start (`{"task": name}` or `{"dag": name}`), or a sweep (expired leases, unsent events)."""
+    """A scheduled start (`{"task": name}` or `{"dag": name}`), or a sweep (expired leases, unsent events,
+    stalled files)."""
     from engine import scheduler, triggers
 
     if data.get("sweep"):
+        from pipeline import stalled
+
         ended, sent = triggers.sweep(deps)
-        log.info("sweep: %s expired run(s) ended, %s unsent event(s) published", ended, sent)
+        found, loaded = stalled.sweep(deps)
+        log.info("sweep: %s expired run(s) ended, %s unsent event(s) published, %s stalled file(s) delivered "
+                 "again (%s loaded)", ended, sent, found, loaded)
         return
     name = data.get("task") or data.get("dag")
     if not isinstance(name, str) or not name:

@@ -89,8 +89,8 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, tenan
     except PermanentError as exc:
         _record_error(ref, claim, deps, str(exc), context)
         return
-    except TransientError:
-        _release(claim, deps)
+    except TransientError as exc:
+        _release(claim, deps, str(exc))
         raise
     except Exception as exc:
         if claim.attempts >= MAX_UNEXPECTED_ATTEMPTS:
@@ -98,7 +98,7 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, tenan
             _record_error(ref, claim, deps, f"internal error after {claim.attempts} attempts: "
                           f"{type(exc).__name__}: {exc}", context)
             return
-        _release(claim, deps)
+        _release(claim, deps, f"{type(exc).__name__}: {exc}")
         raise
     log.info("loaded %s rows (%s rejected) into %s in %.0f ms", outcome.get("rows_loaded"),
              outcome.get("rows_rejected"), outcome.get("table"), (time.perf_counter() - started) * 1000,
@@ -238,11 +238,11 @@ def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, mess
         deps.alert("file_error", claim.file_id)  # best effort: never raises
 
 
-def _release(claim: files_db.Claim, deps: IngestPorts) -> None:
+def _release(claim: files_db.Claim, deps: IngestPorts, error: str) -> None:
     assert claim.token is not None
     try:
         with unit_of_work(deps.sessions) as session:
-            files_db.release_claim(session=session, file_id=claim.file_id, token=claim.token)
+            files_db.release_claim(session=session, file_id=claim.file_id, token=claim.token, error=error)
     except CafError:
         log.warning("could not release claim on file %s; the lease will expire", claim.file_id)
 

@@ -17,7 +17,7 @@ _FILE_COLUMNS = (
     "f.id, f.bucket, f.name, f.generation, f.status, f.size, f.rows_read, f.rows_loaded, f.rows_rejected,"
     " f.error_message, f.detail, f.quarantine_uri, f.staged_uri, f.archived_uri, f.batch_id, f.attempts,"
     " f.created_at, f.finished_at, f.claimed_at, f.tenant_id, d.name || '.' || tb.name AS tbl,"
-    " nv.newer_id, nv.newer_status"
+    " nv.newer_id, nv.newer_status, f.last_error, f.released_at"
 )
 # The newest later version of the same object: an ERROR followed by one was retried (page, re-upload).
 _FILE_FROM = (

@@ -74,9 +74,26 @@ def overview(request: Any, deps: Deps, caller: Caller) -> Response:
         errors = queries.files(session=session, tenant=caller.tenant, status="ERROR", limit=10)
         recent = queries.batches(session=session, tenant=caller.tenant, limit=10)
         metrics = summary(session=session, since=since, tenant=caller.tenant)
+        stuck = _stalled(deps, session, caller)
+    _mark_stalled(recent, {f["batch_id"] for f in stuck})
     return render("overview.html", caller, section="Overview", counts=counts, errors=errors, batches=recent,
+                  stalled=stuck,
                   metrics=metrics, hours=OVERVIEW_HOURS, notice=_notice(request),
                   refresh="/" if _running(recent) else None)
+
+
+def _stalled(deps: Deps, session: Session, caller: Caller) -> list[dict[str, Any]]:
+    """The caller's files that stopped moving (pipeline.stalled), with their last transient error."""
+    from database.files import stalled_files
+    from pipeline.stalled import cutoffs
+
+    return stalled_files(session=session, cutoffs=cutoffs(deps), tenant=caller.tenant)
+
+
+def _mark_stalled(rows: list[dict[str, Any]], ids: set[int], key: str = "id") -> None:
+    """Show rows (batches or files) that stopped moving as `stalled` instead of their stored status."""
+    for r in rows:
+        r["shown_status"] = "stalled" if r[key] in ids else r["status"]
 
 
 def _here(path: str, **filters: str | None) -> str:
@@ -105,6 +122,7 @@ def files(request: Any, deps: Deps, caller: Caller) -> Response:
     with _session(deps, caller) as session:
         rows = queries.files(session=session, tenant=caller.tenant, status=status, table=table, day=day)
         tables = queries.table_names(session=session, tenant=caller.tenant)
+        _mark_stalled(rows, {f["id"] for f in _stalled(deps, session, caller)})
     filters = {"status": status, "table": table, "date": day.isoformat() if day else None}
     return render("files.html", caller, section="Files", files=rows, tables=tables, statuses=FILE_STATUSES,
                   filters=filters)
@@ -114,6 +132,8 @@ def file(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     from values.reasons import error_reason
 
     row = _file(deps, caller, int(id))
+    with _session(deps, caller) as session:
+        _mark_stalled([row], {f["id"] for f in _stalled(deps, session, caller)})
     detail = row["detail"] or ""
     retried_as = detail.removeprefix("retried as file ") if detail.startswith("retried as file ") else None
     retried_as = retried_as or (str(row["newer_id"]) if row["newer_id"] else None)
@@ -189,6 +209,7 @@ def batches(request: Any, deps: Deps, caller: Caller) -> Response:
     status = _choice(request.args.get("status"), BATCH_STATUSES, "status")
     with _session(deps, caller) as session:
         rows = queries.batches(session=session, tenant=caller.tenant, status=status)
+        _mark_stalled(rows, {f["batch_id"] for f in _stalled(deps, session, caller)})
     return render("batches.html", caller, section="Batches", batches=rows, statuses=BATCH_STATUSES,
                   filters={"status": status}, refresh=_here("/batches", status=status) if _running(rows) else None)
 
@@ -209,9 +230,12 @@ def batch(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
     row, runs, svg, files = _batch(deps, caller, int(id))
     with _session(deps, caller) as session:
         earlier = queries.batch_tries(session=session, batch_id=row["id"])
+        stuck = [f for f in _stalled(deps, session, caller) if f["batch_id"] == row["id"]]
+    _mark_stalled(files, {f["id"] for f in stuck})
+    _mark_stalled([row], {row["id"]} if stuck else set())
     can_restart = row["status"] != "PROCESSING" and any(r["status"] in ("ERROR", "SKIPPED") for r in runs)
     return render("batch.html", caller, section="Batches", b=row, runs=runs, svg=svg, files=files, tries=earlier,
-                  can_restart=can_restart, show_batch=False, notice=_notice(request),
+                  stalled=stuck, can_restart=can_restart, show_batch=False, notice=_notice(request),
                   refresh=f"/batches/{row['id']}" if row["status"] == "PROCESSING" else None)
 
 
