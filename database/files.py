@@ -171,22 +171,27 @@ def attach(*, session: Session, file_id: int, table_id: int | None, tenant_id: s
            root: str | None) -> int:
     """Record the matched table and give the file its batch (created once, reused on takeover).
 
-    One statement: the file row is locked, the batch inserted only when the file has none yet, and
-    a batch closed because its file stalled reopened (the file is being picked up again).
+    One statement: the file row is locked, the batch inserted only when the file has none yet.
     """
     batch_id = session.execute(text(
         "WITH f AS (SELECT id, batch_id, tenant_id FROM files WHERE id = :file_id FOR UPDATE), "
         "b AS (INSERT INTO task_batch (trigger, root, tenant_id) "
         "      SELECT 'file', :root, coalesce(:tenant_id, f.tenant_id) FROM f WHERE f.batch_id IS NULL "
-        "      RETURNING id), "
-        "r AS (UPDATE task_batch SET status = 'PROCESSING', finished_at = NULL, updated_at = now(), "
-        "      summary = summary - ARRAY['stalled', 'error', 'file'] "
-        "      WHERE id = (SELECT batch_id FROM f) AND status = 'ERROR' AND summary->'stalled' IS NOT NULL) "
+        "      RETURNING id) "
         "UPDATE files SET table_id = :table_id, tenant_id = coalesce(:tenant_id, files.tenant_id), "
         "       batch_id = coalesce(files.batch_id, (SELECT id FROM b)), updated_at = now() "
         "WHERE files.id = :file_id RETURNING files.batch_id"),
         {"file_id": file_id, "root": root, "tenant_id": tenant_id or None, "table_id": table_id}).scalar_one()
     return int(batch_id)
+
+
+def reopen_stalled_batch(*, session: Session, batch_id: int) -> bool:
+    """A file picked up again after it stalled: its batch (closed by `close_stalled_batches`) goes on."""
+    result = session.execute(text(
+        "UPDATE task_batch SET status = 'PROCESSING', finished_at = NULL, updated_at = now(),"
+        " summary = summary - ARRAY['stalled', 'error', 'file']"
+        " WHERE id = :b AND status = 'ERROR' AND summary->'stalled' IS NOT NULL"), {"b": batch_id})
+    return bool(getattr(result, "rowcount", 0))
 
 
 def finish(*, session: Session, file_id: int, token: str, status: str, **fields: Any) -> bool:

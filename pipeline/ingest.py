@@ -120,6 +120,8 @@ def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: d
         check_owner(session=session, table=table, tenant_id=context["tenant"], per_tenant_datasets=per_tenant)
         batch_id = files_db.attach(session=session, file_id=claim.file_id, table_id=table.id,
                                    tenant_id=table.tenant_id, root=table.qualified)
+        if claim.batch_id is not None:  # claimed again (redelivery, takeover, sweep): a stalled batch reopens
+            files_db.reopen_stalled_batch(session=session, batch_id=batch_id)
         newer = files_db.newer_generation_loaded(session=session, bucket=ref.bucket, name=ref.name,
                                                  generation=ref.generation)
     context.update(batch_id=batch_id, table=table)
