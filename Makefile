@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 export XDG_RUNTIME_DIR ?= $(CURDIR)/.local/run
 
-.PHONY: demo test lint typecheck unit serve bench clean browser
+.PHONY: demo test lint typecheck unit serve bench clean browser wire
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ browser: /usr/bin/chromium
 	else echo "chromium missing and not root: the browser test is skipped (apt-get install chromium)"; fi
 
 test: lint unit
+
+# Opt-in, not part of `make test`: the BigQuery adapter against local-bigquery (needs Python 3.13,
+# built once under .local/bigquery-venv) beside gcp-storage-emulator. See run/scripts/wire.
+wire: $(VENV)/.dev-stamp
+	$(BIN)/python run/scripts/wire
 
 serve: $(VENV)/.local-stamp
 	$(BIN)/caf serve

@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     """file:///dir (each bucket a sub-folder; relative to the project root) or gs://."""
     storage_emulator_host: str | None = None
     """http://host:port of a GCS emulator; honoured by the GCS adapter."""
+    bigquery_emulator_host: str | None = None
+    """http://host:port of a BigQuery API emulator (e.g. local-bigquery): the BigQuery adapter then
+    talks to it with anonymous credentials, like STORAGE_EMULATOR_HOST for GCS."""
     gcp_project: str | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -194,7 +197,7 @@ class Settings(BaseSettings):
     deploy: DeploySettings = DeploySettings()
     alerts: AlertSettings = AlertSettings()
 
-    @field_validator("storage_emulator_host")
+    @field_validator("storage_emulator_host", "bigquery_emulator_host")
     @classmethod
     def _emulator_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("http://", "https://")):

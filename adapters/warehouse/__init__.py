@@ -19,4 +19,4 @@ def build_warehouse(settings: Settings) -> Warehouse:
 
     url = urlparse(settings.warehouse_url)
     location = parse_qs(url.query).get("location", [None])[0]
-    return BigQueryWarehouse(project=url.netloc, location=location)
+    return BigQueryWarehouse(project=url.netloc, location=location, api_endpoint=settings.bigquery_emulator_host)

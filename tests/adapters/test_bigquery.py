@@ -95,6 +95,20 @@ def test_is_a_warehouse(wh):
     assert port.file_id_column == "_source_file_id"
 
 
+def test_bigquery_emulator_host_means_that_endpoint_and_anonymous_credentials(fake, tmp_path, monkeypatch):
+    """BIGQUERY_EMULATOR_HOST (like STORAGE_EMULATOR_HOST): no Application Default Credentials needed."""
+    from adapters.warehouse import build_warehouse
+    from config.settings import load_settings
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))  # ADC would fail
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", fake.url)
+    warehouse = build_warehouse(load_settings(warehouse_url=f"bigquery://{PROJECT}"))
+    try:
+        assert warehouse.query("SELECT 1").job_id and fake.job_inserts()
+    finally:
+        warehouse.close()
+
+
 def test_client_is_built_lazily():
     w = BigQueryWarehouse(project=PROJECT)
     assert w._client is None
@@ -509,6 +523,14 @@ def test_replace_with_partition_field(wh, fake):
     ) in sql
     assert f"OR (`order_ts` IS NULL AND EXISTS (SELECT 1 FROM {s} WHERE `order_ts` IS NULL));" in sql
     assert sql.index("DELETE") < sql.index(f"INSERT INTO {t}")
+
+
+def test_replace_by_a_date_partition_uses_the_column_itself(wh, fake):
+    """BigQuery documents DATE() for TIMESTAMP / DATETIME, not for a DATE argument: none is emitted."""
+    columns = (Column("order_id", "INTEGER", mode="REQUIRED"), Column("order_date", "DATE"))
+    wh.load(request(orders(write_mode="replace", partition_field="order_date", columns=columns)))
+    sql = fake.job_inserts()[1].body["configuration"]["query"]["query"]
+    assert "WHERE `order_date` IN (SELECT DISTINCT `order_date` FROM " in sql and "DATE(" not in sql
 
 
 def test_replace_without_partition_field(wh, fake):

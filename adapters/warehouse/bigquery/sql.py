@@ -71,7 +71,11 @@ def from_staged(field: Any) -> str:
 
 def partition_expr(field: str, field_type: str) -> str:
     # Day partitions: every row of a day the file touches is replaced, not just equal values.
-    return f"DATE({bq_ident(field)})" if field_type in TIME_PARTITION_TYPES else bq_ident(field)
+    # A DATE column is its own day: BigQuery documents DATE() for TIMESTAMP / DATETIME (and
+    # year, month, day), not for a DATE argument, so the column is used as it is.
+    if field_type in TIME_PARTITION_TYPES and field_type != "DATE":
+        return f"DATE({bq_ident(field)})"
+    return bq_ident(field)
 
 
 def transaction(*statements: str) -> str:

@@ -64,7 +64,8 @@ class BigQueryWarehouse:
     """BigQuery reserves the `_FILE_` column prefix, so the lineage file id gets another name."""
 
     def __init__(self, *, project: str, location: str | None = None, client: Any = None,
-                 staging_dataset: str = "_caf_staging", retry: Retry | None = None) -> None:
+                 staging_dataset: str = "_caf_staging", retry: Retry | None = None,
+                 api_endpoint: str | None = None) -> None:
         """
         Args:
             project: project that owns the datasets and runs the jobs.
@@ -74,12 +75,15 @@ class BigQueryWarehouse:
                 default table expiration).
             retry: RPC retry policy; defaults to the client's, capped at 60 s so that a longer
                 outage becomes a TransientError and the platform redelivers with backoff.
+            api_endpoint: base URL of a BigQuery API emulator (BIGQUERY_EMULATOR_HOST): the client
+                then uses it with anonymous credentials instead of Application Default Credentials.
         """
         self.project = project_name(project)
         self.location = location
         self.staging_dataset = dataset_name(staging_dataset)
         self._client = client
         self._retry = retry
+        self._api_endpoint = api_endpoint
         self._lock = threading.Lock()
         self._staging_ready = False
         self._lineage = tuple(zip((self.file_id_column, "_batch_id", "_source_row", "_ingested_at"),
@@ -95,6 +99,13 @@ class BigQueryWarehouse:
 
                     from adapters.credentials import google_credentials
 
+                    if self._api_endpoint:
+                        from google.auth.credentials import AnonymousCredentials
+
+                        self._client = bigquery.Client(
+                            project=self.project, location=self.location, credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": self._api_endpoint})
+                        return self._client
                     with google_credentials("BigQuery (WAREHOUSE_URL)"):
                         self._client = bigquery.Client(project=self.project, location=self.location)
         return self._client
