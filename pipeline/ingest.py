@@ -65,7 +65,7 @@ def handle(ref: ObjectRef, deps: IngestPorts, *, tenant: str | None = None) -> N
         if claim.state == "done":
             log.info("already %s: redelivered event ignored", claim.status)
             # Finish what the attempt that recorded the status may not have: its events, its move.
-            outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher)
+            _publish_stranded(deps)
             if claim.unarchived:
                 from pipeline import steps
 
@@ -208,8 +208,26 @@ def _finish_superseded(claim: files_db.Claim, deps: IngestPorts, batch_id: int, 
 
 
 def _publish(deps: IngestPorts, ids: list[int]) -> None:
+    """Publish this file's committed outbox rows: two round trips (database.direct), not a few per row."""
     if ids:
-        outbox.publish_pending(session_factory=deps.sessions, publisher=deps.publisher, ids=ids)
+        from database.direct import direct
+
+        with direct(deps.sessions) as conn:
+            outbox.publish_ids(connection=conn, publisher=deps.publisher, ids=ids)
+
+
+def _publish_stranded(deps: IngestPorts) -> None:
+    """Publish outbox rows a crashed attempt left behind; usually there are none: one round trip."""
+    from database.direct import direct
+
+    with direct(deps.sessions) as conn:
+        ids = [int(r[0]) for r in conn.script(
+            "SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 500")]
+        if ids:
+            try:
+                outbox.publish_ids(connection=conn, publisher=deps.publisher, ids=ids)
+            except TransientError:
+                log.warning("publishing stranded outbox events failed; left for the next sweep")
 
 
 def _record_error(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, message: str,
