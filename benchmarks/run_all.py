@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("benchmarks.import_time", "benchmarks.ingest_csv", "benchmarks.small_files", "benchmarks.tasks_dag")
+SCRIPTS = ("benchmarks.import_time", "benchmarks.ingest_csv", "benchmarks.small_files", "benchmarks.formats",
+           "benchmarks.bigquery_jobs", "benchmarks.tasks_dag")
 
 
 def main() -> None:
