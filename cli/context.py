@@ -116,7 +116,11 @@ def quiet_exit(code: int) -> None:
     flushes), flush what it wrote, then end before the interpreter's teardown.
     """
     import atexit
+    import threading
 
+    for thread in threading.enumerate():  # what the interpreter would wait for, in the same order
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

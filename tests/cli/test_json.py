@@ -45,6 +45,10 @@ def test_ingest_backfill_reprocess_and_syncs_report_json(caf, deps, tmp_path: Pa
     purge = as_json(caf("purge", "--older-than", "1d", "--json"))
     assert purge["dry_run"] is True and purge["plan"]["files"] == []
 
+    status = caf("status", "--json")
+    assert status.code == 1  # the broken file
+    assert as_json(status)["environment"]["app_env"] == "test"  # which environment it read
+
 
 def test_run_and_restart_report_json(caf, deps) -> None:
     define(deps, py("extract", dag="nightly"), py("load", "extract", dag="nightly"))
