@@ -54,6 +54,17 @@ class Deps:
         return self._get("sessions", lambda: session_factory(self.engine))
 
     @property
+    def tenant_sessions(self) -> sessionmaker[Session]:
+        """Sessions for `tenant_session`: as `tenant_db_user` (production: a login role that can only
+        become caf_app) when configured, else the system connection's (which drops to caf_app)."""
+        if not self.settings.tenant_db_user:
+            return self.sessions
+        from database.session import create_tenant_engine, session_factory
+
+        engine = self._get("tenant_engine", lambda: create_tenant_engine(self.settings))
+        return self._get("tenant_sessions", lambda: session_factory(engine))
+
+    @property
     def storage(self) -> ObjectStorage:
         from adapters.storage import build_storage
 

@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     db_password: SecretStr | None = None
     db_iam_auth: bool = False
     db_pool_size: int = Field(5, ge=1)
+    tenant_db_user: str | None = None
+    """Login role tenant-scoped sessions connect as (a member of caf_app only, docs/tenancy.md); same
+    server, database and authentication as `db_user`. Unset: they drop to caf_app from `db_user`'s connection."""
+    tenant_db_password: SecretStr | None = None
     warehouse_url: str = "duckdb:///.local/warehouse.duckdb"
     """duckdb:///path or bigquery://PROJECT[?location=EU]; BigQuery dataset = DuckDB schema."""
     storage_url: str = "file:///.local/buckets"
@@ -274,6 +278,7 @@ class Settings(BaseSettings):
 
         data = self.model_dump(mode="json")
         data["db_password"] = "***" if self.db_password else None
+        data["tenant_db_password"] = "***" if self.tenant_db_password else None
         data["powerbi"]["client_secret"] = "***" if self.powerbi.client_secret else None
         data["auth"]["static_tokens"] = {f"***{i}": tenant for i, tenant in enumerate(self.auth.static_tokens.values())}
         data["auth"]["signing_key"] = "***" if self.auth.signing_key else None

@@ -29,18 +29,20 @@ def database_url(settings: Settings) -> str:
     return embedded.with_database(server, settings.db_name)
 
 
-def _cloud_sql_creator(settings: Settings) -> Any:
+def _cloud_sql_creator(settings: Settings, *, tenant: bool = False) -> Any:
     # The connector needs credentials at construction: build it only when configured.
     from google.cloud.sql.connector import Connector
 
     connector = Connector(refresh_strategy="lazy")
-    password = settings.db_password.get_secret_value() if settings.db_password else None
+    secret = settings.tenant_db_password if tenant else settings.db_password
+    password = secret.get_secret_value() if secret else None
+    user = settings.tenant_db_user if tenant else settings.db_user
 
     def connect() -> Any:
         return connector.connect(
             str(settings.cloud_sql_instance),
             "pg8000",
-            user=settings.db_user,
+            user=user,
             password=password,
             db=settings.db_name,
             enable_iam_auth=settings.db_iam_auth,
@@ -91,6 +93,21 @@ def _root_reason(exc: BaseException) -> str:
         return seen.strerror
     text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
     return redact(text[:160])
+
+
+def create_tenant_engine(settings: Settings) -> Engine:
+    """The engine tenant-scoped sessions use: connected as `tenant_db_user`, a login role that can only
+    become caf_app (so a tenant session has no way back to the owner). Requires `tenant_db_user`."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    assert settings.tenant_db_user, "tenant_db_user is not configured"
+    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5}
+    if settings.cloud_sql_instance:
+        return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings, tenant=True), **common)
+    password = settings.tenant_db_password.get_secret_value() if settings.tenant_db_password else None
+    url = make_url(database_url(settings)).set(username=settings.tenant_db_user, password=password)
+    return create_engine(url, **common)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

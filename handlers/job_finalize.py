@@ -52,7 +52,7 @@ class Outcome:
 
 def finalize(*, job_id: uuid.UUID, tenant: str, deps: Deps, upload_bucket: str) -> bool:
     """Run the finalize of `job_id` as `tenant`; False when the tenant cannot see that job."""
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         job = jobs.get_job(session=session, job_id=job_id)
         if job is None:
             return False
@@ -60,7 +60,7 @@ def finalize(*, job_id: uuid.UUID, tenant: str, deps: Deps, upload_bucket: str) 
             raise JobConflict(f"job {job_id} is canceled")
         pending = [f for f in jobs.job_files(session=session, job_id=job_id) if f.status != "verified"]
     checks = {f.id: verify_object(deps, f) for f in pending}  # no transaction open while reading objects
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         job = jobs.get_job(session=session, job_id=job_id, lock=True)  # serialises concurrent finalizes
         assert job is not None
         files = jobs.job_files(session=session, job_id=job_id)
@@ -69,7 +69,7 @@ def finalize(*, job_id: uuid.UUID, tenant: str, deps: Deps, upload_bucket: str) 
                 jobs.record_verification(session=session, job_file=f, error=checks[f.id], now=deps.clock())
         jobs.set_status(session=session, job=job, status="ingesting")
     outcomes = [_hand_on(f, deps) if f.status == "verified" else Outcome(f.name, "failed", f.error) for f in files]
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         job = jobs.get_job(session=session, job_id=job_id, lock=True)
         assert job is not None
         by_name = {f.name: f for f in jobs.job_files(session=session, job_id=job_id)}
@@ -115,7 +115,7 @@ def verify_object(deps: Deps, f: JobFile) -> str | None:
 # -- hand-off ---------------------------------------------------------------------------------
 def _hand_on(f: JobFile, deps: Deps) -> Outcome:
     try:
-        with tenant_session(deps.sessions, f.tenant_id) as session:
+        with tenant_session(deps.tenant_sessions, f.tenant_id) as session:
             entity = jobs.match_staging_entity(session=session, tenant_id=f.tenant_id, name=f.name)
         if entity is not None:
             return _stage(f, entity, deps)
@@ -134,7 +134,7 @@ def _stage(f: JobFile, entity: StagingEntity, deps: Deps) -> Outcome:
                            "storage_path": f.storage_path}}
     batch: list[dict[str, Any]] = []
     with deps.storage.open_read(f.bucket, f.storage_path) as stream, \
-            tenant_session(deps.sessions, f.tenant_id) as session:
+            tenant_session(deps.tenant_sessions, f.tenant_id) as session:
         for rec in read_records(stream, format=entity.format, name=f.name, column_map=entity.column_map,
                                 required=entity.required, options=entity.options):
             batch.append({"job_id": f.job_id, "job_file_id": f.id, "entity_id": entity.id, "tenant_id": f.tenant_id,

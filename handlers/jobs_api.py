@@ -105,7 +105,7 @@ def _create(request: Any, deps: Deps, identity: auth.Identity) -> Any:
     files = [jobs.DeclaredFile(f.name, jobs.normalize_checksum(f.checksum), f.size, f.content_type)
              for f in declared.files]
     bucket = upload_bucket(deps)
-    with tenant_session(deps.sessions, identity.tenant) as session:
+    with tenant_session(deps.tenant_sessions, identity.tenant) as session:
         job, created = jobs.open_job(session=session, tenant_id=identity.tenant, requested_by=identity.subject,
                                      files=files, bucket=bucket)
         rows = jobs.job_files(session=session, job_id=job.id)
@@ -131,7 +131,7 @@ def _upload_urls(request: Any, deps: Deps, rows: list[JobFile]) -> list[dict[str
 
 # -- GET /jobs/<id> ----------------------------------------------------------------------------
 def _view(deps: Deps, tenant: str, job_id: Any) -> dict[str, Any] | None:
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         job = jobs.get_job(session=session, job_id=job_id)
         if job is None:
             return None
@@ -171,7 +171,7 @@ def _upload(request: Any, deps: Deps) -> Any:
     except SignatureRefused as exc:
         return _error(str(exc), 403)
     tenant = name.split("/", 1)[0]  # signed: `<tenant>/<job id>/<file>`
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         target = jobs.file_by_path(session=session, bucket=bucket, path=name)
         if target is None:
             return _error("no declared file for this upload", 404)
@@ -184,7 +184,7 @@ def _upload(request: Any, deps: Deps) -> Any:
             while chunk := request.stream.read(1 << 20):
                 out.write(chunk)
         info = deps.storage.put_file(bucket, name, local, content_type=request.content_type)
-    with tenant_session(deps.sessions, tenant) as session:
+    with tenant_session(deps.tenant_sessions, tenant) as session:
         target = jobs.file_by_path(session=session, bucket=bucket, path=name)
         if target is not None:
             jobs.mark_uploaded(session=session, job_file=target)

@@ -61,5 +61,5 @@ def status(request: Any, deps: Deps) -> Any:
     if identity.subject in deps.settings.auth.admins:
         with unit_of_work(deps.sessions) as session:
             return summary(session=session)
-    with tenant_session(deps.sessions, identity.tenant) as session:
+    with tenant_session(deps.tenant_sessions, identity.tenant) as session:
         return summary(session=session, tenant=identity.tenant)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,15 @@ class TableDefinition(_Strict):
     description: str | None = None
     target: Literal["warehouse", "staging"] = "warehouse"
     """staging: rows land as JSONB in Postgres `staging` (csv/tsv/ndjson), not in the warehouse."""
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        # The whole value (fullmatch): "acme\n" is not "acme". Tenant ids prefix dataset names.
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
+            raise ValueError(f"tenant id {value[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
+                             "starting with a letter")
+        return value
 
     @field_validator("dataset")
     @classmethod

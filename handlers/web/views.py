@@ -39,7 +39,7 @@ class BadRequest(PermanentError):
 
 @contextlib.contextmanager
 def _session(deps: Deps, caller: Caller) -> Iterator[Session]:
-    with tenant_session(deps.sessions, caller.tenant) as session:
+    with tenant_session(deps.tenant_sessions, caller.tenant) as session:
         yield session
 
 
