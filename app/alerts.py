@@ -218,6 +218,28 @@ def _hook(deps: AlertPorts, kind: str, facts: Callable[[Session], Alert | None])
                   tenant_id=alert.tenant_id, subtitle=alert.subtitle)
 
 
+def on_file_stalled(deps: AlertPorts, file_id: int) -> bool:
+    """A file stopped moving (not loaded after a transient failure, no redelivery): one alert per object version."""
+    return _hook(deps, "file_stalled", lambda session: _stalled_alert(session, file_id))
+
+
+def _stalled_alert(session: Session, file_id: int) -> Alert | None:
+    row = session.execute(text(
+        "SELECT f.bucket, f.name, f.generation, f.status, f.attempts, f.last_error, f.batch_id, f.tenant_id,"
+        " d.name || '.' || tb.name AS tbl FROM files f LEFT JOIN tables tb ON tb.id = f.table_id"
+        " LEFT JOIN domain d ON d.id = tb.domain_id WHERE f.id = :id"), {"id": file_id}).mappings().first()
+    if row is None or row["status"] not in ("NEW", "PROCESSING"):
+        return None
+    obj = f"gs://{row['bucket']}/{row['name']}#{row['generation']}"
+    return Alert(
+        kind="file_stalled", key=f"stalled:{row['bucket']}/{row['name']}#{row['generation']}",
+        group=f"file_stalled:{row['tbl'] or row['bucket']}", tenant_id=row["tenant_id"],
+        title=f"CAF file stalled: {row['name'].rsplit('/', 1)[-1]}",
+        subtitle="not loaded after a transient failure; no redelivery came",
+        fields={"table": row["tbl"] or "(none matched)", "object": obj, "file id": file_id,
+                "attempts": row["attempts"], "last error": row["last_error"], "batch": row["batch_id"]})
+
+
 def _file_alert(session: Session, file_id: int) -> Alert | None:
     from values.reasons import error_reason
 

@@ -110,11 +110,12 @@ class Deps:
         return self._get("powerbi", build)
 
     def alert(self, kind: str, ident: int) -> bool:
-        """Raise alert `kind` (`file_error`, `task_error`, `batch_done`) for its row id; never raises."""
+        """Raise alert `kind` (`file_error`, `task_error`, `batch_done`, `file_stalled`) for its row id;
+        never raises."""
         from app import alerts
 
         hooks = {"file_error": alerts.on_file_error, "task_error": alerts.on_task_error,
-                 "batch_done": alerts.on_batch_done}
+                 "batch_done": alerts.on_batch_done, "file_stalled": alerts.on_file_stalled}
         return hooks[kind](self, ident)
 
     def close(self) -> None:

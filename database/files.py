@@ -116,7 +116,8 @@ def stalled_files(*, session: Session, cutoffs: tuple[datetime, datetime], limit
 
 
 def close_stalled_batches(*, session: Session, file_ids: list[int], now: datetime) -> list[int]:
-    """Close (ERROR) the batches of these files while they are still not loaded and ran no task.
+    """Close (ERROR) the batches of these files while they are still not loaded and ran no task;
+    returns the files whose batch this closed (newly stalled).
 
     A batch whose file never loaded must not stay PROCESSING; `attach` reopens it when the file is
     picked up again (the sweep, `caf backfill`, a late redelivery).
@@ -130,7 +131,7 @@ def close_stalled_batches(*, session: Session, file_ids: list[int], now: datetim
         "  || '; the sweep or caf backfill retries it')"
         " FROM files f WHERE f.batch_id = b.id AND f.id = ANY(CAST(:ids AS bigint[]))"
         " AND f.status IN ('NEW', 'PROCESSING') AND b.status = 'PROCESSING'"
-        " AND NOT EXISTS (SELECT 1 FROM task_log l WHERE l.batch_id = b.id) RETURNING b.id"),
+        " AND NOT EXISTS (SELECT 1 FROM task_log l WHERE l.batch_id = b.id) RETURNING f.id"),
         {"ids": list(file_ids), "now": now})
     return sorted(r[0] for r in rows)
 

@@ -38,5 +38,5 @@ class IngestPorts(Protocol):
     def publisher(self) -> Publisher: ...
 
     def alert(self, kind: str, ident: int) -> bool:
-        """Raise alert `kind` (`file_error` for a file id); never raises."""
+        """Raise alert `kind` (`file_error`, `file_stalled` for a file id); never raises."""
         ...

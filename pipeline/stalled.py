@@ -35,13 +35,18 @@ def cutoffs(deps: IngestPorts, now: datetime | None = None) -> tuple[datetime, d
 
 
 def give_up(deps: IngestPorts, file_ids: list[int]) -> list[int]:
-    """No redelivery will come for these files (the local command gave up): close their batches."""
+    """No redelivery will come for these files (the local command gave up): close their batches
+    and raise a `file_stalled` alert for each; returns the files newly stalled."""
     with unit_of_work(deps.sessions) as session:
-        return files_db.close_stalled_batches(session=session, file_ids=file_ids, now=deps.clock())
+        newly = files_db.close_stalled_batches(session=session, file_ids=file_ids, now=deps.clock())
+    for file_id in newly:
+        deps.alert("file_stalled", file_id)  # best effort: never raises
+    return newly
 
 
 def sweep(deps: IngestPorts, *, limit: int = SWEEP_LIMIT) -> tuple[int, int]:
-    """Close the batches of stalled files and deliver those files again; returns (stalled, loaded).
+    """Close the batches of stalled files (alerting `file_stalled`) and deliver those files again;
+    returns (stalled, loaded).
 
     Each file goes through the normal flow (`pipeline.ingest.handle`): a file that loads now is
     SUCCESS, a deleted object or bad file ends as a recorded ERROR, and a transient failure gives
@@ -51,7 +56,10 @@ def sweep(deps: IngestPorts, *, limit: int = SWEEP_LIMIT) -> tuple[int, int]:
 
     with unit_of_work(deps.sessions) as session:
         stalled = files_db.stalled_files(session=session, cutoffs=cutoffs(deps), limit=limit)
-        files_db.close_stalled_batches(session=session, file_ids=[f["id"] for f in stalled], now=deps.clock())
+        newly = files_db.close_stalled_batches(session=session, file_ids=[f["id"] for f in stalled],
+                                               now=deps.clock())
+    for file_id in newly:
+        deps.alert("file_stalled", file_id)  # once per object version (the alert is de-duplicated)
     loaded = 0
     for row in stalled:
         ref = object_ref(row)

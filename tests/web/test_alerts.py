@@ -235,3 +235,26 @@ def test_all_rejected_file_alerts_and_all_skipped_batch_does_not(alerting, hooks
     assert {r["status"] for r in runs(alerting, waiting.batch_id).values()} == {"SKIPPED"}
     assert alerts.on_batch_done(alerting, waiting.batch_id) is False
     assert not [b for b in hooks.bodies("slack") if b["text"].startswith("CAF batch")]
+
+
+def test_a_stalled_file_alerts_once(alerting, hooks: Hooks, ingest, clock) -> None:
+    from tests.engine.conftest import drain
+    from tests.locks import DuckDbLock
+    from values.messages import OutgoingMessage
+
+    ingest.register(ORDERS)
+    alerting.warehouse.lock_wait_seconds = 0.1
+    with DuckDbLock(alerting.warehouse.path):
+        info = ingest.put("sales/orders/stuck.csv", ORDERS_CSV)
+        assert ingest.deliver(info) == 500  # given back; no redelivery comes
+        assert not hooks.received
+        clock.advance(alerting.settings.ingest.stall_seconds + 1)
+        for _ in range(2):  # two sweeps while the warehouse is still locked: one alert
+            alerting.publisher.publish(OutgoingMessage("task", {"sweep": True}))
+            drain(alerting)
+            clock.advance(alerting.settings.ingest.stall_seconds + 1)
+    [card] = hooks.bodies("slack")
+    assert card["text"] == "CAF file stalled: stuck.csv"
+    fields = [f["text"] for block in card["blocks"] if block["type"] == "section" for f in block["fields"]]
+    assert any(f.startswith("*last error*\nwarehouse file") for f in fields)
+    assert ingest.file(info).status == "NEW"
