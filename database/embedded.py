@@ -49,7 +49,7 @@ def ensure_database(url: str, name: str) -> None:
 
     from values.identifiers import quote_pg_ident
 
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", hide_parameters=True)
     try:
         with engine.connect() as conn:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()

@@ -51,11 +51,31 @@ def _cloud_sql_creator(settings: Settings, *, tenant: bool = False) -> Any:
     return connect
 
 
+def _no_result_rows(record: logging.LogRecord) -> bool:
+    """SQLAlchemy logs every fetched row at DEBUG (`Row (...)`): tenant data, never logged."""
+    return record.levelno > logging.DEBUG
+
+
+def hide_row_data_in_logs() -> None:
+    """Drop SQLAlchemy's DEBUG records (result rows) whatever level its logger is set to; idempotent."""
+    engine_log = logging.getLogger("sqlalchemy.engine.Engine")
+    if _no_result_rows not in engine_log.filters:
+        engine_log.addFilter(_no_result_rows)
+
+
 def create_engine_for(settings: Settings, *, url: str | None = None) -> Engine:
-    """One engine per process: Cloud SQL connector when CLOUD_SQL_INSTANCE is set, else a URL."""
+    """One engine per process: Cloud SQL connector when CLOUD_SQL_INSTANCE is set, else a URL.
+
+    Statement parameters are hidden (`hide_parameters`) and result rows never logged: both carry
+    tenant row data.
+    """
     from sqlalchemy import create_engine
 
-    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5}
+    hide_row_data_in_logs()
+    # hide_parameters: statement parameters are row data (staged payloads, file names) and never
+    # belong in a log line or an exception message.
+    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5,
+                              "hide_parameters": True}
     if settings.cloud_sql_instance and not url:
         return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings), **common)
     return create_engine(url or database_url(settings), **common)

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.storage.base import ObjectNotFound
 from database import jobs
 from database.tenancy import tenant_session
-from errors import PermanentError
+from errors import PermanentError, TransientError
 
 if TYPE_CHECKING:
     from app.deps import Deps
@@ -123,6 +124,15 @@ def _hand_on(f: JobFile, deps: Deps) -> Outcome:
     except PermanentError as exc:
         log.warning("job file %s (%s) not ingested: %s", f.id, f.name, exc)
         return Outcome(f.name, "failed", f"ingestion: {exc}")
+    except TransientError:
+        raise  # database or store away: the finalize answers 500 and can simply be repeated
+    except Exception as exc:  # noqa: BLE001 - a bug or a refused row must end this file, not the job
+        # The message of a database error quotes the offending row (PostgreSQL's CONTEXT): only its
+        # type and the stack are logged. Staging a file is one transaction: none of its rows stay.
+        log.error("job file %s (%s) failed unexpectedly: %s (message withheld: it may quote row data)\n%s",
+                  f.id, f.name, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+        return Outcome(f.name, "failed", f"ingestion failed unexpectedly ({type(exc).__name__}); "
+                                         "nothing of this file was kept")
 
 
 def _stage(f: JobFile, entity: StagingEntity, deps: Deps) -> Outcome:

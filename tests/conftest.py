@@ -82,7 +82,7 @@ def database_url(pg_server_url: str) -> str:
 def engine(database_url: str):
     from sqlalchemy import create_engine
 
-    eng = create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    eng = create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
     yield eng
     eng.dispose()
 
