@@ -33,7 +33,10 @@ _FIELDS = (
     "error_kind", "rows_read", "rows_loaded", "rows_rejected", "bytes", "duration_ms",
     "status", "reason", "table", "metric",
 )
-_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)@", re.IGNORECASE)
+# Every repetition before a fixed part is bounded: unbounded ones made redact() quadratic (a 1 MB
+# message of letters took hours: each start position scanned to the end looking for "://").
+_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]{0,30}://[^:/@\s]{1,256}:)(?P<pw>[^@\s]{1,1024})@",
+                         re.IGNORECASE)
 _SECRET_KV = re.compile(
     r"(?P<key>(?:password|passwd|secret|token|api[_-]?key|client_secret|authorization)[\"']?\s*[:=]\s*[\"']?)"
     r"(?P<val>[^\s\"',}&]+)",
@@ -48,6 +51,11 @@ _SECRET_BASIC = re.compile(r"\b(?P<scheme>Basic)(?P<sep>\s+)[A-Za-z0-9+/]{8,}={0
 # A JWT (ID / access token) anywhere: three base64url parts, the first two JSON objects.
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _LABEL_MAX = 1100  # characters of a label value (object names are up to 1024 bytes)
+MAX_MESSAGE_CHARS = 8192
+"""A log message longer than this is cut, with a note saying how much was cut (a 1 MB header or
+attribute quoted in an error must not make a 1 MB log line)."""
+MAX_TRACEBACK_CHARS = 16384  # an exception's text: its head and its tail are kept
+_TRACE = re.compile(r"[\x21-\x7e]{1,256}")  # a trace id / traceparent: short and printable
 
 
 def redact(text: str) -> str:
@@ -57,6 +65,43 @@ def redact(text: str) -> str:
     text = _SECRET_BASIC.sub(r"\g<scheme>\g<sep>***", text)
     text = _JWT.sub("***", text)
     return _SECRET_KV.sub(r"\g<key>***", text)
+
+
+def cap(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` redacted, and cut to about `limit` characters with a note of how many were cut.
+
+    Cut before redacting (redacting a megabyte is slow), back to a separator: a secret cut in
+    half is no longer recognisable by its pattern, so the partial last token is dropped.
+    """
+    if len(text) <= limit:
+        return redact(text)
+    head = _head(text, limit)
+    return f"{redact(head)} …[cut: {len(text) - len(head)} more characters]"
+
+
+def _cap_middle(text: str, limit: int = MAX_TRACEBACK_CHARS) -> str:
+    """An exception's text: redacted head and tail (where the exception itself is) around a cut."""
+    if len(text) <= limit:
+        return redact(text)
+    head, tail = _head(text, limit // 2), _tail(text, limit // 2)
+    return f"{redact(head)}\n…[cut: {len(text) - len(head) - len(tail)} characters]…\n{redact(tail)}"
+
+
+_SEPARATORS = re.compile(r"[\s,;\"'()\[\]{}<>]")
+_TOKEN_MAX = 512  # longer than any secret the patterns recognise at a cut
+
+
+def _head(text: str, limit: int) -> str:
+    window = min(_TOKEN_MAX, limit // 2)
+    separators = [m.start() for m in _SEPARATORS.finditer(text, limit - window, limit)]
+    return text[:separators[-1] + 1] if separators else text[:limit - window]
+
+
+def _tail(text: str, limit: int) -> str:
+    window = min(_TOKEN_MAX, limit // 2)
+    start = len(text) - limit
+    found = _SEPARATORS.search(text, start, start + window)
+    return text[found.end():] if found else text[start + window:]
 
 
 @contextlib.contextmanager
@@ -72,7 +117,8 @@ def bind(**labels: Any) -> Iterator[None]:
 
 
 def set_trace(trace: str | None) -> contextvars.Token[str | None]:
-    return _trace.set(trace)
+    """Bind a trace id to the lines logged in this context; anything not short and printable is ignored."""
+    return _trace.set(trace if trace and _TRACE.fullmatch(trace) else None)
 
 
 def current_labels() -> dict[str, str]:
@@ -83,9 +129,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, in the shape Cloud Logging parses from stdout."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = cap(record.getMessage())
         if record.exc_info:
-            message = f"{message}\n{self.formatException(record.exc_info)}"
+            message = f"{message}\n{_cap_middle(self.formatException(record.exc_info))}"
         payload: dict[str, Any] = {
             "severity": _SEVERITY.get(record.levelno, "DEFAULT"),
             "message": redact(message),
@@ -109,12 +155,12 @@ class TextFormatter(logging.Formatter):
     """Readable local lines: time, level, message and the bound labels."""
 
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{datetime.fromtimestamp(record.created):%H:%M:%S} {record.levelname:<7} {record.getMessage()}"
+        base = f"{datetime.fromtimestamp(record.created):%H:%M:%S} {record.levelname:<7} {cap(record.getMessage())}"
         labels = current_labels()
         if labels:
             base += "  [" + " ".join(f"{k}={v}" for k, v in labels.items()) + "]"
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
+            base += "\n" + _cap_middle(self.formatException(record.exc_info))
         return redact(base)
 
 

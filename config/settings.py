@@ -59,6 +59,10 @@ class IngestSettings(_Section):
     failure (locally the command is the platform that redelivers)."""
     local_backoff_seconds: float = Field(0.5, ge=0)
     """Wait before the first local redelivery; doubled before each next one (0.5, 1, 2, 4 s)."""
+    landing_buckets: list[str] | None = None
+    """Buckets whose finalize events are ingested; events for any other bucket are acknowledged
+    with a log line. Unset: any bucket except `jobs.upload_bucket` (production also relies on the
+    Eventarc bucket filter). `jobs.landing_bucket` is always a landing bucket."""
 
 
 class EventSettings(_Section):
@@ -104,6 +108,17 @@ class JobSettings(_Section):
     """Non-default tenants' tables load into `{tenant}_{dataset}` (database.tenancy.tenant_dataset), so two
     tenants may both register `sales.orders`. With false, a `dataset.table` belongs to the tenant that
     registered it first and the registry refuses it to every other tenant (docs/tenancy.md)."""
+
+
+class ServeSettings(_Section):
+    """`caf serve` only (the local all-in-one server); Cloud Run fronts the deployed functions."""
+
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+    """Host header names (without port) answered; any other gets 400 (DNS rebinding). The address
+    given to `--host` is added when it is a specific one."""
+    max_request_bytes: int = Field(32 << 20, gt=0)
+    """Largest request body (Cloud Run's own limit is 32 MiB); larger gets 413. Signed uploads are
+    limited by their declared size instead."""
 
 
 class DataformSettings(_Section):
@@ -196,6 +211,7 @@ class Settings(BaseSettings):
     tasks: TaskSettings = TaskSettings()
     auth: AuthSettings = AuthSettings()
     jobs: JobSettings = JobSettings()
+    serve: ServeSettings = ServeSettings()
     dataform: DataformSettings = DataformSettings()
     powerbi: PowerBiSettings = PowerBiSettings()
     deploy: DeploySettings = DeploySettings()

@@ -92,6 +92,7 @@ def test_serve_hosts_all_targets_over_http(deps, tmp_path: Path) -> None:
         event = CloudEvent({"type": STORAGE_FINALIZED, "source": "//storage.googleapis.com/b"},
                            storage_event_data(info))
         headers, body = to_binary(event)
+        headers["Content-Type"] = "application/json"  # as Eventarc sends it; urllib's default (a form) is refused
         request = urllib.request.Request(f"{base}/gcs/", data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200

@@ -34,6 +34,7 @@ def test_deploy_dry_run_prints_every_command(tmp_path) -> None:
                for line in lines)
     assert "CLOUD_SQL_INSTANCE=acme-data:europe-west1:caf" in out
     assert "DB_PASSWORD=caf-db-password:latest" in out  # a Secret Manager reference, not a value
+    assert 'INGEST__LANDING_BUCKETS=["acme-landing"]' in out  # only the landing bucket is ingested
     assert all(line.startswith("gcloud ") or re.match(r"[A-Z_]+=\$\(gcloud ", line) for line in lines)
     raw = next(line for line in lines if "functions deploy caf-raw-file" in line)
     assert "--memory=2Gi" in raw and "--timeout=540s" in raw and "--max-instances=20" in raw  # config/prod.yaml
