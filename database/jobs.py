@@ -31,7 +31,7 @@ from database.job_models import (
 )
 from errors import PermanentError
 
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}  # used with fullmatch
 STAGING_CHUNK = 500  # rows per INSERT ... ON CONFLICT statement
 
 
@@ -57,7 +57,7 @@ def normalize_checksum(value: str) -> str:
     if not sep:
         algo, digest = {64: "sha256", 32: "md5"}.get(len(raw), "?"), raw
     algo = algo.lower()
-    if algo == "md5" and not _HEX["md5"].match(digest.lower()):
+    if algo == "md5" and not _HEX["md5"].fullmatch(digest.lower()):
         import base64
         import binascii
 
@@ -66,7 +66,7 @@ def normalize_checksum(value: str) -> str:
         except (binascii.Error, ValueError):
             pass
     digest = digest.lower()
-    if algo not in _HEX or not _HEX[algo].match(digest):
+    if algo not in _HEX or not _HEX[algo].fullmatch(digest):
         raise InvalidDeclaration(f"checksum {value[:100]!r} is not sha256:<64 hex> or md5:<32 hex>")
     return f"{algo}:{digest}"
 

@@ -22,7 +22,7 @@ APP_ROLE = "caf_app"
 SYSTEM_ROLE = "caf_system"
 """Granted to the owner: the system_access policies let it see every tenant."""
 TENANT_SETTING = "app.tenant_id"
-_TENANT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")  # fullmatch: `$` would accept a trailing newline
 
 
 class InvalidTenant(PermanentError):
@@ -31,7 +31,7 @@ class InvalidTenant(PermanentError):
 
 def validate_tenant(tenant_id: Any) -> str:
     """A tenant id: 1-63 characters of a-z, 0-9 and `_`, starting with a letter (usable in dataset names)."""
-    if not isinstance(tenant_id, str) or not _TENANT.match(tenant_id):
+    if not isinstance(tenant_id, str) or not _TENANT.fullmatch(tenant_id):
         raise InvalidTenant(f"tenant id {str(tenant_id)[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
                             "starting with a letter")
     return tenant_id

@@ -21,7 +21,7 @@ KINDS = ("sql", "dataform", "powerbi", "python", "wait_for_files")
 PARAM_TYPES = ("STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "TIMESTAMP")
 RESERVED_PARAMETERS = ("batch_id", "run_date")
 _NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,299}$"
-_TABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+_TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"  # fullmatch: `$` accepts a trailing newline
 _TENANT = r"[a-z][a-z0-9_]{0,62}"
 _CALLABLE = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h)?\s*$")
@@ -62,7 +62,7 @@ class SqlPayload(_Strict):
     @classmethod
     def _names(cls, value: dict[str, SqlParameter]) -> dict[str, SqlParameter]:
         for name in value:
-            if not re.match(r"^[A-Za-z_]\w{0,127}$", name):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
                 raise ValueError(f"parameter name {name!r} is invalid")
             if name in RESERVED_PARAMETERS:
                 raise ValueError(f"parameter {name!r} is provided by the engine; do not declare it")
@@ -209,7 +209,7 @@ class TaskDefinition(_Strict):
 
 
 def _table_ref(value: str) -> str:
-    if not isinstance(value, str) or not re.match(_TABLE, value):
+    if not isinstance(value, str) or not re.fullmatch(_TABLE, value):
         raise ValueError(f"{value!r} is not 'dataset.table'")
     return value
 

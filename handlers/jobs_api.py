@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from database import jobs
 from database.tenancy import tenant_session
+from errors import PermanentError
 from handlers import auth
 from handlers.job_finalize import finalize
 
@@ -28,12 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("caf.jobs_api")
 _JOB = re.compile(r"^/jobs/(?P<id>[^/]+)(?P<finalize>/finalize)?$")
 MAX_FILES = 1000
+MAX_NAME_BYTES = 900
+"""A declared name in UTF-8 bytes: with `<tenant>/<job id>/` (≤ 101 bytes) it stays within GCS's 1024."""
 UPLOAD_BUCKET = "uploads"
 
 
 class _DeclaredFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=900)
+    name: str = Field(min_length=1)
     checksum: str = Field(min_length=1, max_length=100)
     size: int = Field(ge=0)
     content_type: str = Field(min_length=1, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+(\s*;.*)?$")
@@ -41,11 +44,32 @@ class _DeclaredFile(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        parts = PurePosixPath(value).parts
-        if value.startswith("/") or value.endswith("/") or any(p in (".", "..") for p in parts) \
-                or any(ord(c) < 32 for c in value) or "//" in value or value.startswith("_artifacts/"):
-            raise ValueError("must be a relative object name without '.', '..', empty segments or control characters")
+        problem = object_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a declared file name, or None.
+
+    Checked on the raw `/` segments (a path library would quietly drop `.` and empty segments,
+    and the object could then never be found again) and in UTF-8 bytes, the unit of GCS's
+    1024-byte limit: `<tenant>/<job id>/` takes up to 101 of those.
+    """
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    if size > MAX_NAME_BYTES:
+        return f"must be at most {MAX_NAME_BYTES} bytes of UTF-8, not {size}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must not contain control characters"
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        return "must be a relative object name without '.', '..' or empty segments"
+    if name.startswith("_artifacts/"):
+        return "must not start with _artifacts/ (reserved for the job's own artifacts)"
+    return None
 
 
 class _JobRequest(BaseModel):
@@ -63,7 +87,8 @@ def route(request: Any, deps: Deps) -> Any:
     """The answer for a jobs or uploads path; None when the path is not ours."""
     path = (request.path or "/").rstrip("/") or "/"
     if path.startswith("/uploads/"):
-        return _upload(request, deps) if request.method == "PUT" else _error("use PUT", 405)
+        return _leave_body_unread(*(_upload_or_refusal(request, deps) if request.method == "PUT"
+                                    else _error("use PUT", 405)))
     if path != "/jobs" and not path.startswith("/jobs/"):
         return None
     try:
@@ -122,9 +147,10 @@ def _upload_urls(request: Any, deps: Deps, rows: list[JobFile]) -> list[dict[str
 
     ttl = deps.settings.auth.upload_url_ttl_seconds
     signer = build_signer(deps.settings, deps.storage, clock=deps.clock)
-    return [{"name": f.name, "method": "PUT", "headers": {"Content-Type": f.content_type},
+    return [{"name": f.name, "method": "PUT", "headers": signer.upload_headers(content_type=f.content_type,
+                                                                              max_bytes=f.size),
              "url": signer.sign_put(bucket=f.bucket, name=f.storage_path, content_type=f.content_type,
-                                    ttl_seconds=ttl, base_url=request.host_url),
+                                    ttl_seconds=ttl, base_url=request.host_url, max_bytes=f.size),
              "expires_at": expiry(ttl, now=deps.clock())}
             for f in rows if f.status != "verified"]
 
@@ -160,7 +186,25 @@ def _iso(value: Any) -> str | None:
 
 
 # -- PUT /uploads/<bucket>/<object> (local signed uploads) -----------------------------------------
-def _upload(request: Any, deps: Deps) -> Any:
+def _leave_body_unread(body: dict[str, Any], status: int) -> Any:
+    """The answer as a streamed response: functions-framework reads the rest of the request body
+    into memory after every non-streamed response (`read_request`), which would undo the size
+    limit (a refused 10 GB PUT read whole). The server then discards what was not read."""
+    import json
+
+    from werkzeug.wrappers import Response
+
+    return Response(iter([json.dumps(body).encode()]), status=status, mimetype="application/json")
+
+
+def _upload_or_refusal(request: Any, deps: Deps) -> tuple[dict[str, Any], int]:
+    try:
+        return _upload(request, deps)
+    except PermanentError as exc:
+        return {"error": str(exc)}, int(getattr(exc, "http_status", 400))
+
+
+def _upload(request: Any, deps: Deps) -> tuple[dict[str, Any], int]:
     from adapters.storage.signing import LocalSigner, SignatureRefused, build_signer
 
     signer = build_signer(deps.settings, deps.storage, clock=deps.clock)
@@ -178,14 +222,31 @@ def _upload(request: Any, deps: Deps) -> Any:
         job = jobs.get_job(session=session, job_id=target.job_id)
         if job is None or job.status not in ("open", "uploading", "done", "failed") or target.status == "verified":
             return _error("this file can no longer be uploaded", 409)
-    with tempfile.TemporaryDirectory(prefix="caf-upload-") as tmp:
+        declared = target.size
+    if request.content_length is not None and request.content_length > declared:
+        raise UploadTooLarge(f"the body ({request.content_length} bytes) is larger than the declared "
+                             f"{declared} bytes")
+    with signer.single_use(request.args), tempfile.TemporaryDirectory(prefix="caf-upload-") as tmp:
         local = Path(tmp) / "body"
-        with local.open("wb") as out:
-            while chunk := request.stream.read(1 << 20):
-                out.write(chunk)
+        _receive(request.stream, local, declared)
         info = deps.storage.put_file(bucket, name, local, content_type=request.content_type)
     with tenant_session(deps.tenant_sessions, tenant) as session:
         target = jobs.file_by_path(session=session, bucket=bucket, path=name)
         if target is not None:
             jobs.mark_uploaded(session=session, job_file=target)
     return {"bucket": bucket, "name": name, "size": info.size, "md5": info.md5}, 200
+
+
+class UploadTooLarge(PermanentError):
+    http_status = 413
+
+
+def _receive(stream: Any, path: Path, declared: int) -> None:
+    """Copy the body to `path`, reading at most `declared` + 1 bytes: one byte more is a 413."""
+    received = 0
+    with path.open("wb") as out:
+        while chunk := stream.read(min(1 << 20, declared + 1 - received)):
+            received += len(chunk)
+            if received > declared:
+                raise UploadTooLarge(f"the body is larger than the declared {declared} bytes")
+            out.write(chunk)

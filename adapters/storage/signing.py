@@ -10,20 +10,26 @@ plus access token): no key file exists anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from errors import PermanentError, TransientError
 
 UPLOAD_ROUTE = "/uploads/"
 MAX_TTL_SECONDS = 7 * 24 * 3600  # the V4 maximum
+RANGE_HEADER = "x-goog-content-length-range"
+USED_URLS_DIR = ".upload-urls"
+"""Under the local storage root (not a bucket: bucket names never start with a dot)."""
 
 
 class SignatureRefused(PermanentError):
@@ -32,32 +38,52 @@ class SignatureRefused(PermanentError):
     http_status = 403
 
 
+class UploadUrlUsed(PermanentError):
+    """A local upload URL that already carried one successful PUT."""
+
+    http_status = 409
+
+
 class UploadSigner(Protocol):
-    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str) -> str:
-        """An absolute URL that accepts one PUT of `name` with `content_type` for `ttl_seconds`."""
+    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str,
+                 max_bytes: int | None = None) -> str:
+        """An absolute URL that accepts a PUT of `name` with `content_type` for `ttl_seconds`
+        (of at most `max_bytes` where the signature can bind it)."""
+        ...
+
+    def upload_headers(self, *, content_type: str, max_bytes: int | None = None) -> dict[str, str]:
+        """The headers the uploader must send with the PUT (they are part of the signature)."""
         ...
 
 
 # -- local ------------------------------------------------------------------------------------
 class LocalSigner:
-    """HMAC-SHA256 signed URLs for the local upload endpoint."""
+    """HMAC-SHA256 signed URLs for the local upload endpoint.
 
-    def __init__(self, key: bytes, *, clock: Callable[[], float] = time.time) -> None:
+    With `used_dir`, a URL carries one successful PUT (`single_use`): a marker file per used URL,
+    created atomically, removed again when the PUT fails, pruned once the URL has expired.
+    """
+
+    def __init__(self, key: bytes, *, clock: Callable[[], float] = time.time, used_dir: Path | None = None) -> None:
         if len(key) < 16:
             raise PermanentError("the upload signing key must be at least 16 bytes")
         self._key = key
         self._clock = clock
+        self._used_dir = used_dir
 
-    def _mac(self, bucket: str, name: str, content_type: str, expires: int) -> str:
-        message = "\n".join(("PUT", bucket, name, content_type, str(expires))).encode()
+    def _mac(self, bucket: str, name: str, content_type: str, expires: int, nonce: str) -> str:
+        message = "\n".join(("PUT", bucket, name, content_type, str(expires), nonce)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str) -> str:
+    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str,
+                 max_bytes: int | None = None) -> str:
+        # The size is not signed: the endpoint reads the declared size from the job file itself.
         _check_ttl(ttl_seconds)
         expires = int(self._clock()) + ttl_seconds
         path = UPLOAD_ROUTE + urllib.parse.quote(f"{bucket}/{name}", safe="/")
-        query = urllib.parse.urlencode({"expires": expires, "content_type": content_type,
-                                        "signature": self._mac(bucket, name, content_type, expires)})
+        nonce = secrets.token_urlsafe(12)  # every URL distinct, so each one can be used up on its own
+        query = urllib.parse.urlencode({"expires": expires, "content_type": content_type, "nonce": nonce,
+                                        "signature": self._mac(bucket, name, content_type, expires, nonce)})
         return f"{base_url.rstrip('/')}{path}?{query}"
 
     def verify(self, *, path: str, args: Any, content_type: str | None) -> tuple[str, str]:
@@ -72,13 +98,14 @@ class LocalSigner:
             raise SignatureRefused("not an upload URL")
         bucket, _, name = path[len(UPLOAD_ROUTE):].partition("/")
         signature, signed_type = str(args.get("signature", "")), str(args.get("content_type", ""))
+        nonce = str(args.get("nonce", ""))
         try:
             expires = int(args.get("expires", ""))
         except ValueError:
             raise SignatureRefused("upload URL has no valid expiry") from None
-        if not bucket or not name or not signature:
+        if not bucket or not name or not signature or not nonce:
             raise SignatureRefused("upload URL is incomplete")
-        expected = self._mac(bucket, name, signed_type, expires)
+        expected = self._mac(bucket, name, signed_type, expires, nonce)
         if not hmac.compare_digest(expected, signature):
             raise SignatureRefused("upload URL signature does not match")
         if expires < self._clock():
@@ -86,6 +113,40 @@ class LocalSigner:
         if (content_type or "") != signed_type:
             raise SignatureRefused(f"upload URL is bound to Content-Type {signed_type!r}, got {content_type!r}")
         return bucket, name
+
+    def upload_headers(self, *, content_type: str, max_bytes: int | None = None) -> dict[str, str]:
+        return {"Content-Type": content_type}
+
+    @contextlib.contextmanager
+    def single_use(self, args: Any) -> Iterator[None]:
+        """Claim a verified URL for one PUT; UploadUrlUsed when it already carried one (or carries
+        one right now). The claim is given back when the block raises: a refused PUT (too large,
+        storage error) does not use the URL up."""
+        if self._used_dir is None:
+            yield
+            return
+        self._used_dir.mkdir(parents=True, exist_ok=True)
+        expires, signature = int(args["expires"]), str(args["signature"])  # both checked by verify()
+        marker = self._used_dir / f"{expires}-{signature}"
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise UploadUrlUsed("this upload URL was already used; declare the files again (POST /jobs) "
+                                "for fresh URLs while the job is open") from None
+        try:
+            yield
+        except BaseException:
+            marker.unlink(missing_ok=True)
+            raise
+        self._prune()
+
+    def _prune(self) -> None:
+        assert self._used_dir is not None
+        now = self._clock()
+        for old in self._used_dir.iterdir():
+            expires = old.name.split("-", 1)[0]
+            if expires.isdigit() and int(expires) < now:
+                old.unlink(missing_ok=True)
 
 
 _process_key: bytes | None = None
@@ -118,11 +179,15 @@ class GcsSigner:
         self._credentials = credentials
         self._lock = threading.Lock()
 
-    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str = "") -> str:
+    def sign_put(self, *, bucket: str, name: str, content_type: str, ttl_seconds: int, base_url: str = "",
+                 max_bytes: int | None = None) -> str:
         _check_ttl(ttl_seconds)
         blob = self._client.bucket(bucket).blob(name)
         kwargs: dict[str, Any] = {"version": "v4", "method": "PUT", "content_type": content_type,
                                   "expiration": timedelta(seconds=ttl_seconds)}
+        if max_bytes is not None:
+            # Signed, so GCS itself refuses a body outside the range (the uploader must send it).
+            kwargs["headers"] = {RANGE_HEADER: f"0,{max_bytes}"}
         credentials = self._credentials if self._credentials is not None else self._runtime_credentials()
         if _signs_locally(credentials):
             kwargs["credentials"] = credentials
@@ -132,6 +197,12 @@ class GcsSigner:
             return str(blob.generate_signed_url(**kwargs))
         except Exception as exc:
             raise _translate(exc, bucket, name) from exc
+
+    def upload_headers(self, *, content_type: str, max_bytes: int | None = None) -> dict[str, str]:
+        headers = {"Content-Type": content_type}
+        if max_bytes is not None:
+            headers[RANGE_HEADER] = f"0,{max_bytes}"
+        return headers
 
     def _runtime_credentials(self) -> Any:
         import google.auth
@@ -180,7 +251,7 @@ def build_signer(settings: Any, storage: Any, *, clock: Callable[[], datetime] |
     if settings.storage_root is not None:
         key = settings.auth.signing_key.get_secret_value() if settings.auth.signing_key else None
         seconds = (lambda: clock().timestamp()) if clock is not None else time.time
-        return LocalSigner(local_signing_key(key), clock=seconds)
+        return LocalSigner(local_signing_key(key), clock=seconds, used_dir=settings.storage_root / USED_URLS_DIR)
     return GcsSigner(storage.client)
 
 

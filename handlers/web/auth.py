@@ -15,7 +15,7 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -85,7 +85,17 @@ def is_secure(request: Any) -> bool:
 
 
 def safe_next(value: str | None) -> str:
-    """A local path to go back to after login (never another site)."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value
-    return "/"
+    """A local path to go back to after login (never another site), else `/`.
+
+    Only printable ASCII without spaces or backslashes: browsers drop tab / CR / LF inside URLs
+    (`/<TAB>/evil.example` becomes `//evil.example`) and read `\\` as `/`, and a control character
+    in a header is an error. What is left must have no scheme and no host once parsed.
+    """
+    if not value or not value.startswith("/") or len(value) > 2000:
+        return "/"
+    if any(not 32 < ord(c) < 127 or c == "\\" for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith("//"):
+        return "/"
+    return value

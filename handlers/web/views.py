@@ -159,8 +159,20 @@ def quarantine(request: Any, deps: Deps, caller: Caller, id: str) -> Response:
         data = fh.read(MAX_QUARANTINE_BYTES + 1)
     if len(data) > MAX_QUARANTINE_BYTES:
         data = data[:MAX_QUARANTINE_BYTES] + b"\n... truncated; read the whole object from the bucket\n"
-    name = where[1].rsplit("/", 1)[-1].replace('"', "")
-    return response(data, mimetype="text/plain", headers={"Content-Disposition": f'inline; filename="{name}"'})
+    return response(data, mimetype="text/plain",
+                    headers={"Content-Disposition": content_disposition(where[1].rsplit("/", 1)[-1])})
+
+
+def content_disposition(name: str) -> str:
+    """`inline` with an ASCII `filename` fallback and the exact name as RFC 6266 / 5987 `filename*`.
+
+    Header values must be Latin-1; object names are any UTF-8.
+    """
+    from urllib.parse import quote
+
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)[:200] or "download"
+    exact = quote(name.encode("utf-8", "backslashreplace"), safe="")
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 def rejected(request: Any, deps: Deps, caller: Caller, id: str) -> Response:

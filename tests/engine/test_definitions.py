@@ -58,6 +58,9 @@ def test_dag_file_and_single_task_files_load_together(tmp_path: Path) -> None:
     ("name: a\nkind: sql\nsql: {query: x}\ntimeout: soon\n", "timeout: 'soon' is not a duration"),
     ("name: a\nkind: sql\nsql: {query: x}\non_file: [orders]\n",
      "a.yaml: task 'a': on_file: 'orders' is not 'dataset.table'"),
+    ('name: a\nkind: sql\nsql: {query: x}\non_file: ["sales.orders\\n"]\n',  # `$` accepted a trailing newline
+     "is not 'dataset.table'"),
+    ('name: a\nkind: sql\nsql: {query: x, parameters: {"day\\n": date}}\n', "parameter name 'day\\n' is invalid"),
     ("name: a\nkind: sql\nsql: {query: x}\nretries: 3\n", "a.yaml: task 'a': retries: Extra inputs are not permitted"),
     ("name: a\nkind: sql\nsql: {query: x, parameters: {batch_id: INT64}}\n", "'batch_id' is provided by the engine"),
     ("name: a\nkind: wait_for_files\nwait_for_files: {tables: []}\n", "wait_for_files.tables: List should have"),

@@ -125,12 +125,13 @@ def test_size_mismatch_missing_upload_and_md5_declarations(deps, client, entitie
                       declare("sales/orders/c.csv", ORDERS)]}
     answer = client.post("/jobs", json=body, headers=bearer("token-a")).get_json()
     assert upload(client, answer, "sales/orders/a.csv", ORDERS).status_code == 200
-    assert upload(client, answer, "sales/orders/b.csv", ORDERS + b"3,1,x\n").status_code == 200
+    assert upload(client, answer, "sales/orders/b.csv", ORDERS + b"3,1,x\n").status_code == 413  # over the size
+    assert upload(client, answer, "sales/orders/b.csv", ORDERS[:-6]).status_code == 200
     view = client.post(f"/jobs/{answer['job_id']}/finalize", headers=bearer("token-a")).get_json()
     files = {f["name"]: f for f in view["files"]}
     assert files["sales/orders/a.csv"]["status"] == "verified"
     assert files["sales/orders/b.csv"]["error"] == \
-        f"size mismatch: declared {len(ORDERS)} bytes, uploaded {len(ORDERS) + 6}"
+        f"size mismatch: declared {len(ORDERS)} bytes, uploaded {len(ORDERS) - 6}"
     assert files["sales/orders/c.csv"]["error"] == "not uploaded"
 
 

@@ -42,14 +42,14 @@ def client():
     return Client(project="test-project", credentials=AnonymousCredentials())
 
 
-def verify_v4(url: str, public_key, *, content_type: str) -> None:
+def verify_v4(url: str, public_key, *, content_type: str, extra_headers: dict[str, str] | None = None) -> None:
     """Recompute the V4 canonical request and check the RSA signature over it (raises if it fails)."""
     parts = urllib.parse.urlsplit(url)
     unsigned, _, signature = parts.query.rpartition("&X-Goog-Signature=")
     fields = dict(urllib.parse.parse_qsl(unsigned))
-    canonical = "\n".join(["PUT", parts.path, unsigned,
-                           f"content-type:{content_type}\nhost:{parts.netloc}\n", fields["X-Goog-SignedHeaders"],
-                           "UNSIGNED-PAYLOAD"])
+    headers = sorted({"content-type": content_type, "host": parts.netloc, **(extra_headers or {})}.items())
+    canonical = "\n".join(["PUT", parts.path, unsigned, "".join(f"{k}:{v}\n" for k, v in headers),
+                           fields["X-Goog-SignedHeaders"], "UNSIGNED-PAYLOAD"])
     scope = fields["X-Goog-Credential"].split("/", 1)[1]
     to_sign = "\n".join(["GOOG4-RSA-SHA256", fields["X-Goog-Date"], scope,
                          hashlib.sha256(canonical.encode()).hexdigest()])
