@@ -126,7 +126,7 @@ def build_app(*, bind_host: str | None = None) -> Any:
     source = str(PROJECT_ROOT / "main.py")
     root = functions_framework.create_app("operator", source, "http")
     mounts = {path: functions_framework.create_app(target, source, sig) for path, (target, sig) in MOUNTS.items()}
-    from handlers.deps import get_deps
+    from app.deps import get_deps
 
     settings = get_deps().settings
     dispatcher = DispatcherMiddleware(root.wsgi_app, {p: a.wsgi_app for p, a in mounts.items()})

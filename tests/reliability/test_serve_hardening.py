@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cli.local_delivery import storage_event_data
 from database.models import File
-from handlers.local_delivery import storage_event_data
 from tests.reliability.conftest import finalize_headers, http_post, items_csv
 
 MIB = 1 << 20
@@ -74,7 +74,7 @@ def file_rows(deps) -> int:
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=utf-8", "application/x-www-form-urlencoded",
                                           "multipart/form-data; boundary=x", None])
 def test_cloudevents_a_browser_could_forge_are_refused(ing, live_server: str, content_type: str | None) -> None:
-    from handlers.messages import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+    from values.messages import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
     info = ing.put("rel/items/forged.csv", items_csv(1, 3))
     headers = {"Content-Type": content_type} if content_type else {}
@@ -91,7 +91,7 @@ def test_cloudevents_a_browser_could_forge_are_refused(ing, live_server: str, co
 
 
 def test_genuine_binary_and_structured_cloudevents_still_work(ing, live_server: str) -> None:
-    from handlers.messages import STORAGE_FINALIZED
+    from values.messages import STORAGE_FINALIZED
 
     info = ing.put("rel/items/binary.csv", items_csv(1, 3))
     assert request(live_server, "POST", "/gcs/", json.dumps(storage_event_data(info)).encode(),
@@ -146,8 +146,8 @@ def served(deps, settings, bind_host: str | None = None):
 
     from werkzeug.serving import make_server
 
+    from app.deps import Deps, set_deps
     from cli.serve import build_app
-    from handlers.deps import Deps, set_deps
 
     @contextlib.contextmanager
     def run() -> Iterator[str]:

@@ -98,15 +98,16 @@ def test_unexpected_failure_while_staging_fails_that_file_keeps_none_of_its_rows
     through the file (after a full chunk of good rows was written): that file fails with none of
     its rows kept, the other file of the job is staged, the job ends, and no log line carries row
     data (engines are created with hide_parameters=True)."""
+    from app.deps import Deps, set_deps
     from database import jobs
-    from handlers.deps import Deps, set_deps
     from pipeline import staging_rows
 
     monkeypatch.setattr(staging_rows, "storable_problem", lambda payload: None)
     own = Deps(deps.settings, clock=deps.clock, publisher=deps.publisher)  # engine built by production code
     previous = set_deps(own)
     caplog.set_level(logging.DEBUG)
-    for name in ("sqlalchemy.engine", "caf"):
+    levels = {name: logging.getLogger(name).level for name in ("sqlalchemy.engine", "caf")}
+    for name in levels:
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         from tests.conftest import make_client
@@ -132,6 +133,8 @@ def test_unexpected_failure_while_staging_fails_that_file_keeps_none_of_its_rows
     finally:
         set_deps(previous)
         own.close()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     assert any("crm/customers/bad.ndjson" in r.getMessage() for r in caplog.records)
     assert any(r.name.startswith("sqlalchemy.engine") for r in caplog.records)  # statements were logged
     leaks = [r.getMessage()[:200] for r in caplog.records
