@@ -32,10 +32,10 @@ class LocalGuard:
     """WSGI middleware in front of `caf serve`'s app.
 
     - Host: only `allowed_hosts` (lower case, without port) are answered; 400 otherwise.
-    - CloudEvent mounts accept binary mode (`ce-specversion` and `ce-id` headers, no text/plain or
-      form content type) or structured mode (`application/cloudevents+json`). Both need a CORS
-      preflight that this server never grants, so a web page cannot send them cross-site;
-      anything else gets 415.
+    - CloudEvent mounts accept only a content type a page cannot send cross-site without a CORS
+      preflight (which this server never grants): `application/json` (binary mode with `ce-*`
+      headers, or a Pub/Sub push) or `application/cloudevents+json` (structured mode). A missing,
+      text/plain or form content type gets 415.
     - Bodies over `max_request_bytes` get 413, announced (Content-Length) or streamed (chunked,
       read at most one byte past the limit), before the app (and functions-framework, which
       reads whole bodies into memory) sees them.
@@ -60,8 +60,8 @@ class LocalGuard:
         if is_event and not _unforgeable(environ):
             log.warning("refused a CloudEvent that a browser could have sent cross-site (%s)",
                         str(environ.get("CONTENT_TYPE", ""))[:100])
-            return _answer(start_response, 415, "send CloudEvents in binary mode (ce-* headers, a JSON "
-                                                "content type) or as application/cloudevents+json")
+            return _answer(start_response, 415, "send CloudEvents with Content-Type application/json (binary "
+                                                "mode, Pub/Sub push) or application/cloudevents+json")
         return self.app(environ, start_response)  # type: ignore[no-any-return]
 
     def _limit_body(self, environ: dict[str, Any]) -> str | None:
@@ -87,15 +87,11 @@ def _host_name(host: str) -> str:
 
 
 def _unforgeable(environ: dict[str, Any]) -> bool:
-    """Binary mode (`ce-specversion` + `ce-id`: custom headers need a CORS preflight) without a
-    form / text content type, or structured mode (`application/cloudevents+json`, not a type a
-    page may send without a preflight either)."""
+    """A content type a page cannot send cross-site without a CORS preflight (which this server
+    never grants): present and not text/plain or a form. Eventarc (binary mode) and Pub/Sub push
+    send `application/json`, structured mode `application/cloudevents+json`."""
     content_type = str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower()
-    if content_type in _SIMPLE_TYPES:
-        return False
-    if content_type.startswith("application/cloudevents"):
-        return True
-    return bool(environ.get("HTTP_CE_SPECVERSION")) and bool(environ.get("HTTP_CE_ID"))
+    return bool(content_type) and content_type not in _SIMPLE_TYPES
 
 
 def _answer(start_response: Callable[..., Any], status: int, message: str) -> list[bytes]:
