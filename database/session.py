@@ -122,7 +122,9 @@ def create_tenant_engine(settings: Settings) -> Engine:
     from sqlalchemy.engine import make_url
 
     assert settings.tenant_db_user, "tenant_db_user is not configured"
-    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5}
+    hide_row_data_in_logs()  # tenant sessions carry row data too (staged payloads): never in logs
+    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5,
+                              "hide_parameters": True}
     if settings.cloud_sql_instance:
         return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings, tenant=True), **common)
     password = settings.tenant_db_password.get_secret_value() if settings.tenant_db_password else None

@@ -140,3 +140,16 @@ def test_unexpected_failure_while_staging_fails_that_file_keeps_none_of_its_rows
     leaks = [r.getMessage()[:200] for r in caplog.records
              if MARKER in r.getMessage() or (r.exc_info and MARKER in logging.Formatter().formatException(r.exc_info))]
     assert leaks == []
+
+
+def test_every_engine_hides_parameters(settings) -> None:
+    """The system engine and the tenant login role's engine (TENANT_DB_USER) alike."""
+    from database.session import create_engine_for, create_tenant_engine
+
+    engines = [create_engine_for(settings),
+               create_tenant_engine(settings.model_copy(update={"tenant_db_user": "caf_tenant_login"}))]
+    try:
+        assert [e.hide_parameters for e in engines] == [True, True]
+    finally:
+        for engine in engines:
+            engine.dispose()
