@@ -220,3 +220,44 @@ def test_operator_reads_run_as_the_application_role(deps, ing) -> None:
         assert len(queries.files(session=session, tenant="default")) == 1
         assert [r["name"] for r in queries.runs(session=session, tenant="default")] == ["default_orders"]
         assert session.execute(text("SELECT current_user")).scalar() == "caf_app"
+
+
+# -- Must 3: gates, latest files, manual starts and reprocess stay inside the batch's tenant ------------
+def test_gates_latest_files_and_reprocess_consider_only_the_batchs_tenant(deps, ing) -> None:
+    from engine import scheduler
+    from errors import PermanentError
+    from handlers import raw_file
+    from tests.engine.conftest import runs
+
+    def gate(tenant: str) -> dict:
+        return {"name": f"{tenant}_gate", "kind": "wait_for_files", "tenant": tenant, "on_file": ["sales.orders"],
+                "wait_for_files": {"tables": ["sales.orders"]}}
+
+    both_register_orders(ing, beta_mode="append")
+    tasks(deps, gate("default"), listener("default_after", "default", "default_gate"),
+          gate("beta"), listener("beta_after", "beta", "beta_gate"))
+    ing.load("sales/orders/d1.csv", ORDERS_CSV)
+    drain(deps)
+    assert (callables.calls("default_after"), callables.calls("beta_after")) == (1, 0)
+
+    # beta's gate started by hand: default's loaded file is not beta's, so it still waits
+    manual = scheduler.start_batch(deps, name="beta_gate", trigger="cli", tenant="beta")
+    drain(deps)
+    assert runs(deps, manual)["beta_gate"]["status"] == "SKIPPED" and callables.calls("beta_after") == 0
+    with pytest.raises(PermanentError, match="for tenant beta"):
+        scheduler.start_batch(deps, name="default_gate", trigger="cli", tenant="beta")
+
+    beta_file = ing.load("beta/sales/orders/b.csv", BETA_CSV)
+    drain(deps)
+    ing.load("sales/orders/d2.csv", ORDERS_CSV.replace("plain", "second"))  # default's newer file
+    drain(deps)
+    assert (callables.calls("default_after"), callables.calls("beta_after")) == (2, 1)
+
+    # reprocess beta's file: beta's DAG runs again with beta's newest file, default's does not run
+    again = raw_file.reprocess(beta_file.id, deps)
+    drain(deps)
+    gate_run = runs(deps, again)["beta_gate"]
+    assert gate_run["status"] == "SUCCESS", gate_run["error"]
+    assert "/beta/sales/orders/b.csv#" in gate_run["output"]["files"]["sales.orders"]["object"]
+    assert (callables.calls("default_after"), callables.calls("beta_after")) == (2, 2)
+    assert set(runs(deps, again)) == {"beta_gate", "beta_after"}
