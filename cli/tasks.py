@@ -73,6 +73,7 @@ def run(
     wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
     timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the batch and its runs)."),
+    tenant: str = typer.Option("default", "--tenant", help="The tenant whose task, DAG or table it is."),
 ) -> None:
     """Start a batch for TASK (and everything below it) or for a whole DAG, and print it (exit 1 on ERROR)."""
     from engine import scheduler
@@ -85,7 +86,7 @@ def run(
         parameters[name] = value
     deps = open_deps()
     _local_bus(deps)
-    batch_id = scheduler.start_batch(deps, name=target, trigger="cli", parameters=parameters)
+    batch_id = scheduler.start_batch(deps, name=target, trigger="cli", parameters=parameters, tenant=tenant)
     _finish(deps, batch_id, wait=wait, timeout=timeout, as_json=as_json)
 
 
@@ -117,6 +118,7 @@ def reprocess(target: str = typer.Argument(..., help="FILE_ID, or DATASET.TABLE 
               wait: bool = typer.Option(True, help="Locally, drive the bus until the batch ends."),
               timeout: float = typer.Option(3600.0, help="Seconds to wait for the batch locally."),
               as_json: bool = typer.Option(False, "--json", help="Machine-readable output (the batch and its runs)."),
+              tenant: str = typer.Option("default", "--tenant", help="Whose DATASET.TABLE (a FILE_ID is unique)."),
 ) -> None:
     """Reload a file from its staged Parquet (no duplicate rows) and re-run the tasks downstream of it."""
     from database.session import unit_of_work
@@ -128,7 +130,8 @@ def reprocess(target: str = typer.Argument(..., help="FILE_ID, or DATASET.TABLE 
     deps = open_deps()
     _local_bus(deps)
     with unit_of_work(deps.sessions) as session:
-        file_id = int(target) if target.isdigit() else latest_loaded_file(session=session, table=target)
+        file_id = int(target) if target.isdigit() else latest_loaded_file(session=session, table=target,
+                                                                          tenant=tenant)
         table = file_table(session=session, file_id=file_id) if file_id is not None else None
     if file_id is None or table is None:
         raise PermanentError(f"{target}: no loaded file of a registered table found")
@@ -151,8 +154,10 @@ def show(batch_id: int = typer.Argument(...),
 
 
 def freshness(target: str = typer.Argument(..., help="DATASET.TABLE"),
-              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+              tenant: str = typer.Option("default", "--tenant", help="Whose DATASET.TABLE.")) -> None:
     """Is DATASET.TABLE up to date? Its source files, the task runs that wrote it, what is newer."""
+    from database.registry import find_registered
     from database.session import unit_of_work
     from engine.freshness import table_freshness
 
@@ -161,7 +166,10 @@ def freshness(target: str = typer.Argument(..., help="DATASET.TABLE"),
         raise typer.BadParameter(f"{target!r} is not DATASET.TABLE")
     deps = open_deps()
     with unit_of_work(deps.sessions) as session:
-        data = table_freshness(session=session, warehouse=deps.warehouse, dataset=dataset, table=table)
+        found = find_registered(session=session, dataset=dataset, table=table, tenant_id=tenant,
+                                per_tenant_datasets=deps.settings.jobs.per_tenant_datasets)
+        data = table_freshness(session=session, warehouse=deps.warehouse, dataset=dataset, table=table,
+                               tenant=tenant, warehouse_dataset=found.target.dataset if found else None)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
