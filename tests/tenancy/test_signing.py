@@ -133,15 +133,18 @@ def test_local_signed_url_round_trip_and_refusals() -> None:
     assert args["expires"] == str(1_800_000_900)
     assert signer.verify(path=path, args=args, content_type="text/csv") == ("uploads", "tenant_a/j1/dir/a b.csv")
 
+    tampered = args["signature"][:-1] + ("1" if args["signature"].endswith("0") else "0")  # URLs carry a nonce
     refusals = {
         "signature does not match": [(path.replace("j1", "j2"), args, "text/csv"),
                                      (path, args | {"expires": "1900000000"}, "text/csv"),
                                      (path, args | {"content_type": "text/plain"}, "text/plain"),
-                                     (path, args | {"signature": args["signature"][:-1] + "0"}, "text/csv"),
+                                     (path, args | {"signature": tampered}, "text/csv"),
+                                     (path, args | {"nonce": args["nonce"] + "x"}, "text/csv"),
                                      (path, args | {"signature": "x"}, "text/csv")],
         "bound to Content-Type": [(path, args, "text/plain"), (path, args, None)],
         "no valid expiry": [(path, {k: v for k, v in args.items() if k != "expires"}, "text/csv")],
-        "incomplete": [("/uploads/uploads", args, "text/csv")],
+        "incomplete": [("/uploads/uploads", args, "text/csv"),
+                       (path, {k: v for k, v in args.items() if k != "nonce"}, "text/csv")],
     }
     for reason, cases in refusals.items():
         for p, a, ctype in cases:
