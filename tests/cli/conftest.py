@@ -23,6 +23,12 @@ class Result:
     def text(self) -> str:
         return self.out + self.err
 
+    @property
+    def words(self) -> str:
+        """stdout with every run of whitespace as one space: phrases survive 80-column wrapping
+        (a long path on the same line moves where the terminal breaks it)."""
+        return " ".join(self.out.split())
+
 
 @pytest.fixture
 def caf(deps, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:

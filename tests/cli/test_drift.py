@@ -44,8 +44,8 @@ def test_int64_to_string_carrier_ends_with_files_loading(caf, deps, tmp_path: Pa
     flights(tmp_path, carrier="STRING")  # the type was wrong: carriers are codes like "UA"
     plan = caf("registry", "sync", str(tables), "--dry-run")
     assert plan.code == 1, plan.text
-    assert "convert carrier INT64 → STRING" in plan.out and "caf table rebuild air.flights" in plan.out
-    assert "would update" in plan.out and "dry run" in plan.out
+    assert "convert carrier INT64 → STRING" in plan.words and "caf table rebuild air.flights" in plan.words
+    assert "would update" in plan.words and "dry run" in plan.words
     assert caf("registry", "sync", str(tables), "--dry-run", "--json").code == 1  # nothing was written
 
     applied = caf("registry", "sync", str(tables), "--json")

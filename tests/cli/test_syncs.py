@@ -48,8 +48,8 @@ def test_tasks_sync_of_another_folder_keeps_the_demo_tasks_unless_pruned(caf, de
 def test_registry_sync_dry_run_writes_nothing(caf, deps, tmp_path: Path) -> None:
     folder = write_yaml(tmp_path / "defs", "orders.yaml", ORDERS)
     plan = caf("registry", "sync", str(folder), "--dry-run")
-    assert plan.code == 0 and "would create" in plan.out and "created at the first load" in plan.out
-    assert "dry run" in plan.out
+    assert plan.code == 0 and "would create" in plan.words and "created at the first load" in plan.words
+    assert "dry run" in plan.words
     applied = caf("registry", "sync", str(folder), "--json")
     assert applied.code == 0
     assert json.loads(applied.out)["tables"][0]["registry"] == "created"  # the dry run had not written it
