@@ -6,10 +6,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from tests.engine import callables
 
 RECORD = "tests.engine.callables:record"
+
+
+@pytest.fixture
+def caf(deps):
+    """The `caf` task commands (cli/tasks.py) on the test's Deps, wide enough that nothing wraps."""
+    from cli import tasks
+
+    app = typer.Typer()
+    tasks.register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 @pytest.fixture(autouse=True)

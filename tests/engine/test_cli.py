@@ -6,25 +6,11 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-import typer
-from typer.testing import CliRunner
-
 from config.settings import PROJECT_ROOT
 from tests.engine import callables
 from tests.engine.conftest import define, drain, land_file, py, runs, statuses
 
 EXAMPLES = PROJECT_ROOT / "examples" / "tasks"
-
-
-@pytest.fixture
-def caf(deps):
-    from cli import tasks
-
-    app = typer.Typer()
-    tasks.register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 def test_tasks_sync_prints_what_changed(caf, tmp_path: Path) -> None:

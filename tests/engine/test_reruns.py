@@ -6,10 +6,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-import typer
-from typer.testing import CliRunner
-
 from adapters.publisher.base import OutgoingMessage
 from tests.engine import callables
 from tests.engine.conftest import batch, define, drain, land_file, py, runs, statuses
@@ -18,16 +14,6 @@ from tests.engine.conftest import batch, define, drain, land_file, py, runs, sta
 def gate(name: str, *tables: str, **extra) -> dict:
     return {"name": name, "kind": "wait_for_files", "wait_for_files": {"tables": list(tables)},
             "on_file": list(tables), **extra}
-
-
-@pytest.fixture
-def caf(deps):
-    from cli import tasks
-
-    app = typer.Typer()
-    tasks.register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 def test_manual_and_scheduled_runs_of_a_gated_dag_use_the_latest_files(caf, deps) -> None:

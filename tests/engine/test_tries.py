@@ -5,22 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import typer
-from typer.testing import CliRunner
-
 from tests.engine import callables
 from tests.engine.conftest import define, py, statuses
-
-
-@pytest.fixture
-def caf(deps):
-    from cli import tasks
-
-    app = typer.Typer()
-    tasks.register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 def test_restart_and_retries_keep_every_try(caf, deps) -> None:
