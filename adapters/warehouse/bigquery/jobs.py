@@ -40,6 +40,26 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_JOB_ATTEMPTS = 5
 
 
+def parquet_load_config(schema: list[Any], labels: dict[str, str], *, write: str, create: str) -> Any:
+    """A Parquet load job's configuration (list inference on, so REPEATED columns load as arrays).
+
+    Args:
+        schema: the destination's `SchemaField`s.
+        labels: job labels, already sanitised.
+        write: a `WriteDisposition` (WRITE_TRUNCATE for the scratch table, WRITE_APPEND for a direct append).
+        create: a `CreateDisposition`.
+    """
+    from google.cloud import bigquery
+    from google.cloud.bigquery.format_options import ParquetOptions
+
+    parquet = ParquetOptions()
+    parquet.enable_list_inference = True
+    config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET, schema=schema, labels=labels,
+                                    write_disposition=write, create_disposition=create)
+    config.parquet_options = parquet
+    return config
+
+
 def valid_job_id(raw: str) -> str:
     """A valid job id, deterministic for `raw`; invalid characters are replaced and a hash of
     the original appended so that two different requests never share an id."""

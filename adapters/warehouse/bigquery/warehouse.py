@@ -27,6 +27,7 @@ from adapters.warehouse.base import LoadRequest, LoadResult, QueryResult
 from adapters.warehouse.bigquery.jobs import (
     MAX_JOB_ATTEMPTS,
     error_from_reason,
+    parquet_load_config,
     query_parameter,
     sanitize_labels,
     valid_job_id,
@@ -245,7 +246,6 @@ class BigQueryWarehouse:
         the job that changed the target.
         """
         from google.cloud import bigquery
-        from google.cloud.bigquery.format_options import ParquetOptions
 
         target = request.target
         schema = schema_fields(target, self._lineage)
@@ -275,14 +275,8 @@ class BigQueryWarehouse:
                                  mode="REPEATED" if f.mode == "REPEATED" else "NULLABLE")
             for f in schema
         ]
-        parquet = ParquetOptions()
-        parquet.enable_list_inference = True
-        load_config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET, schema=staged_schema, labels=labels,
-            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-        )
-        load_config.parquet_options = parquet
+        load_config = parquet_load_config(staged_schema, labels, write=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                                          create=bigquery.CreateDisposition.CREATE_IF_NEEDED)
         stage = self._run_job(f"{base_id}_stage", "load", lambda job_id: self.client.load_table_from_uri(
             request.staged_uri, staging, job_id=job_id, job_config=load_config, location=self.location,
             retry=self.retry))
@@ -309,17 +303,10 @@ class BigQueryWarehouse:
         under the same id, done or not. The schema is the table's own (REQUIRED included).
         """
         from google.cloud import bigquery
-        from google.cloud.bigquery.format_options import ParquetOptions
 
         target = request.target
-        parquet = ParquetOptions()
-        parquet.enable_list_inference = True
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET, schema=schema, labels=labels,
-            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
-        )
-        config.parquet_options = parquet
+        config = parquet_load_config(schema, labels, write=bigquery.WriteDisposition.WRITE_APPEND,
+                                     create=bigquery.CreateDisposition.CREATE_NEVER)
         destination = self._table_id(target.dataset, target.table)
         job = self._run_job(job_id, "load", lambda jid: self.client.load_table_from_uri(
             request.staged_uri, destination, job_id=jid, job_config=config, location=self.location,
