@@ -8,11 +8,10 @@ Both settings are transaction-local, so a pooled connection returns to the pool 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from errors import PermanentError
+from values.identifiers import tenant_id
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -22,19 +21,11 @@ APP_ROLE = "caf_app"
 SYSTEM_ROLE = "caf_system"
 """Granted to the owner: the system_access policies let it see every tenant."""
 TENANT_SETTING = "app.tenant_id"
-_TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")  # fullmatch: `$` would accept a trailing newline
 
 
-class InvalidTenant(PermanentError):
-    """A tenant id that is not a short lower-case identifier."""
-
-
-def validate_tenant(tenant_id: Any) -> str:
-    """A tenant id: 1-63 characters of a-z, 0-9 and `_`, starting with a letter (usable in dataset names)."""
-    if not isinstance(tenant_id, str) or not _TENANT.fullmatch(tenant_id):
-        raise InvalidTenant(f"tenant id {str(tenant_id)[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
-                            "starting with a letter")
-    return tenant_id
+def validate_tenant(tenant: Any) -> str:
+    """A tenant id (`values.identifiers.tenant_id`); raises `InvalidTenant`, a permanent error."""
+    return tenant_id(tenant)
 
 
 def scope_connection(connection: Any, tenant_id: str) -> None:

@@ -16,13 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from errors import ConfigError
+from values.identifiers import as_value_error, tenant_id
 
 KINDS = ("sql", "dataform", "powerbi", "python", "wait_for_files")
 PARAM_TYPES = ("STRING", "INT64", "FLOAT64", "NUMERIC", "BOOL", "DATE", "TIMESTAMP")
 RESERVED_PARAMETERS = ("batch_id", "run_date")
 _NAME = r"^[A-Za-z][A-Za-z0-9_.\-]{0,299}$"
 _TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"  # fullmatch: `$` accepts a trailing newline
-_TENANT = r"[a-z][a-z0-9_]{0,62}"
 _CALLABLE = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h)?\s*$")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -147,10 +147,7 @@ class TaskDefinition(_Strict):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not re.fullmatch(_TENANT, value):
-            raise ValueError(f"tenant id {value[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
-                             "starting with a letter")
-        return value
+        return as_value_error(tenant_id, value)
 
     @field_validator("on_file", "produces")
     @classmethod

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from database.tenancy import InvalidTenant, validate_tenant
+from database.tenancy import validate_tenant
 from errors import ConfigError, PermanentError
+from values.identifiers import InvalidTenant
 
 if TYPE_CHECKING:
     from config.settings import AuthSettings

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from errors import PermanentError
-from values.identifiers import InvalidIdentifier, column_name, dataset_name, table_name
+from values.identifiers import as_value_error, column_name, dataset_name, table_name, tenant_id
 from values.tables import MODES, Column, TableTarget, normalize_type
 
 FORMATS = ("csv", "tsv", "ndjson", "json", "parquet", "xlsx")
@@ -25,14 +23,6 @@ DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
 class DefinitionError(PermanentError):
     """A table definition file is invalid; the message names the file and field."""
-
-
-def _identifier(check: Callable[[str], str], value: str) -> str:
-    """Run an identifier check, reporting failures the way pydantic validators must (ValueError)."""
-    try:
-        return check(value)
-    except InvalidIdentifier as exc:
-        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -75,7 +65,7 @@ class ColumnDef(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _identifier(column_name, value)
+        return as_value_error(column_name, value)
 
     @field_validator("type")
     @classmethod
@@ -116,21 +106,17 @@ class TableDefinition(_Strict):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        # The whole value (fullmatch): "acme\n" is not "acme". Tenant ids prefix dataset names.
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
-            raise ValueError(f"tenant id {value[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
-                             "starting with a letter")
-        return value
+        return as_value_error(tenant_id, value)
 
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
-        return _identifier(dataset_name, value)
+        return as_value_error(dataset_name, value)
 
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
-        return _identifier(table_name, value)
+        return as_value_error(table_name, value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TableDefinition:

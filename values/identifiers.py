@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from errors import PermanentError
 
@@ -12,11 +14,32 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 _DATASET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$|^[a-z0-9.:-]{1,128}$")
+_TENANT = re.compile(r"[a-z][a-z0-9_]{0,62}")  # fullmatch: `$` would accept a trailing newline
 _RESERVED_PREFIXES = ("_partition", "_table_", "_file_", "_row_timestamp", "__root__", "_colidentifier")
 
 
 class InvalidIdentifier(PermanentError):
     """A dataset, table or column name that is not allowed."""
+
+
+class InvalidTenant(InvalidIdentifier):
+    """A tenant id that is not a short lower-case identifier."""
+
+
+def tenant_id(name: Any) -> str:
+    """A tenant id: 1-63 characters of a-z, 0-9 and `_`, starting with a letter (it prefixes dataset names)."""
+    if not isinstance(name, str) or not _TENANT.fullmatch(name):
+        raise InvalidTenant(f"tenant id {str(name)[:80]!r} is invalid: use 1-63 characters a-z, 0-9 or _, "
+                            "starting with a letter")
+    return name
+
+
+def as_value_error(check: Callable[[str], str], value: str) -> str:
+    """Run an identifier check, reporting failures the way pydantic validators must (ValueError)."""
+    try:
+        return check(value)
+    except InvalidIdentifier as exc:
+        raise ValueError(str(exc)) from None
 
 
 def column_name(name: str, *, allow_lineage: bool = False) -> str:

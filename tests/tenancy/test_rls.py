@@ -9,7 +9,8 @@ from sqlalchemy import exc, select, text
 
 from database import jobs
 from database.job_models import Job, JobFile
-from database.tenancy import InvalidTenant, current_tenant, tenant_dataset, tenant_session
+from database.tenancy import current_tenant, tenant_dataset, tenant_session
+from values.identifiers import InvalidTenant
 
 TENANT_TABLES = ("files", "task_batch", "domain", "tables", "tasks", "query", "repo", "power_bi_report", "outbox",
                  "job", "job_file", "artifacts", "staging_entity", "staging", "task_log", "task_dependencies",

@@ -121,7 +121,8 @@ def test_longest_names_by_bytes_are_accepted_and_fit_gcs(deps, client) -> None:
 def test_tenant_ids_are_matched_whole(deps, client, settings) -> None:
     from app.deps import Deps, set_deps
     from config.settings import AuthSettings
-    from database.tenancy import InvalidTenant, tenant_session, validate_tenant
+    from database.tenancy import tenant_session, validate_tenant
+    from values.identifiers import InvalidTenant
 
     for bad in ("acme\n", "tenant_a\n", "a" * 64, "Acme", "1acme", "", "acme-x"):
         with pytest.raises(InvalidTenant):
