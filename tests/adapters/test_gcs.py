@@ -18,22 +18,18 @@ from google.api_core import exceptions as gexc
 from adapters.storage.base import ObjectNotFound, ObjectStorage
 from adapters.storage.gcs import GcsStorage
 from errors import PermanentError, TransientError
+from tests.wire.emulators import gcs_emulator
 
 BUCKET = "landing"
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    from gcp_storage_emulator.server import create_server
-
     saved = dict(os.environ)
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
     try:
-        port = server._api._httpd.server_address[1]  # bound port of the underlying HTTPServer
-        yield f"http://127.0.0.1:{port}"
+        with gcs_emulator(BUCKET) as url:
+            yield url
     finally:
-        server.stop()
         os.environ.clear()
         os.environ.update(saved)
 

@@ -9,19 +9,16 @@ import pytest
 
 from adapters.storage.gcs import GcsStorage
 from tests.handlers.ingest_support import BUCKET, ORDERS, ORDERS_CSV, Ingest
+from tests.wire.emulators import gcs_emulator
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[str]:
-    from gcp_storage_emulator.server import create_server
-
     saved = dict(os.environ)
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
     try:
-        yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
+        with gcs_emulator(BUCKET) as url:
+            yield url
     finally:
-        server.stop()
         os.environ.clear()
         os.environ.update(saved)
 

@@ -14,6 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+@contextlib.contextmanager
+def gcs_emulator(bucket: str) -> Iterator[str]:
+    """gcp-storage-emulator in memory on a free loopback port, with `bucket` created; yields its URL."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=bucket)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"  # the underlying HTTPServer's port
+    finally:
+        server.stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.wire import emulators
 from tests.wire.emulators import free_port, stop, wait_for_port
 
 PROJECT = "caf-emu"
@@ -25,14 +26,8 @@ _ran_on: dict[str, str] = {}
 
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[str]:
-    from gcp_storage_emulator.server import create_server
-
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
-    finally:
-        server.stop()
+    with emulators.gcs_emulator(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
