@@ -70,9 +70,9 @@ def ensure_migrated(deps: Deps) -> bool:
     """Upgrade to head if needed; returns True when a migration ran."""
     from database import migrate
 
-    url = deps.engine.url.render_as_string(hide_password=False)
-    if migrate.current(url) == migrate.head():
+    if migrate.revision_of(deps.engine) == migrate.head():
         return False
+    url = deps.engine.url.render_as_string(hide_password=False)
     with deps.engine.begin() as conn:
         cfg = migrate.alembic_config(url)
         cfg.attributes["connection"] = conn

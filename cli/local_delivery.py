@@ -1,20 +1,24 @@
 """Local delivery of CloudEvents to the real functions-framework targets in `main`.
 
-The local bus hands each message to `main.handle_pubsub` as a CloudEvent object, exactly what
-functions-framework passes it after decoding an HTTP request (the HTTP decoding itself is
-covered by the entry-point tests and by `caf serve`). An exception means "not acknowledged":
-the bus redelivers, as Pub/Sub would after an HTTP 500.
+`caf ingest` hands each finalize event to `main.handle_raw_file`, and the local bus each message
+to `main.handle_pubsub`, as a CloudEvent object: exactly what functions-framework passes them
+after decoding an HTTP request (the HTTP decoding itself is covered by the entry-point tests and
+by `caf serve`). An exception means "not acknowledged": the caller redelivers, as the platform
+would after an HTTP 500.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from values.messages import PUBSUB_PUBLISHED
+
+log = logging.getLogger("caf.cli")
 
 
 def pubsub_event(data: bytes, attributes: dict[str, str], message_id: str) -> Any:
@@ -48,16 +52,6 @@ def attach(bus: Any) -> None:
     bus.deliver = deliver
 
 
-@functools.cache
-def _raw_file_client() -> Any:
-    import functions_framework
-
-    from config.settings import PROJECT_ROOT
-
-    app = functions_framework.create_app("handle_raw_file", str(PROJECT_ROOT / "main.py"), "cloudevent")
-    return app.test_client()
-
-
 def storage_event_data(info: Any) -> dict[str, Any]:
     """The GCS object resource of a finalize event, as Eventarc delivers it."""
     return {
@@ -75,17 +69,30 @@ def storage_event_data(info: Any) -> dict[str, Any]:
 
 
 def deliver_object(info: Any) -> int:
-    """POST a binary-mode finalize CloudEvent for an object to the real handle_raw_file app."""
+    """Hand an object's finalize CloudEvent to `main.handle_raw_file`; returns the HTTP status
+    functions-framework would answer: 200, or 500 when the handler raised (the platform redelivers).
+
+    The event is the one Eventarc delivers (binary mode, the object resource as data), built as
+    the CloudEvent object functions-framework decodes it into: no Flask app or request per file.
+    """
+    from cloudevents.http import CloudEvent
+    from werkzeug.exceptions import HTTPException
+
+    import main
     from values.messages import STORAGE_FINALIZED
 
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-type": STORAGE_FINALIZED,
-        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{info.bucket}",
-        "ce-subject": f"objects/{info.name}",
-        "ce-id": f"local-{uuid.uuid4().hex}",
-        "ce-time": datetime.now(UTC).isoformat(),
-        "Content-Type": "application/json",
-    }
-    response = _raw_file_client().post("/", json=storage_event_data(info), headers=headers)
-    return int(response.status_code)
+    event = CloudEvent(
+        {"specversion": "1.0", "type": STORAGE_FINALIZED,
+         "source": f"//storage.googleapis.com/projects/_/buckets/{info.bucket}", "subject": f"objects/{info.name}",
+         "id": f"local-{uuid.uuid4().hex}", "time": datetime.now(UTC).isoformat(),
+         "datacontenttype": "application/json"},
+        storage_event_data(info),
+    )
+    try:
+        main.handle_raw_file(event)
+    except HTTPException as exc:  # the transient path (handlers.events): its warning line is already logged
+        return int(exc.code or 500)
+    except Exception:  # a bug: logged with its traceback, as Flask does, then HTTP 500
+        log.exception("Exception on handle_raw_file for %s/%s", info.bucket, info.name)
+        return 500
+    return 200
