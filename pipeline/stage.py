@@ -1,13 +1,18 @@
 """Stage: validated record batches → one Parquet file with lineage, plus a quarantine NDJSON.
 
 Streaming end to end: each batch is read, validated, extended with lineage columns and
-appended to the Parquet writer; memory stays at a few batches whatever the file size.
-Key duplicates within the file are found afterwards with DuckDB over the staged Parquet.
+appended to the Parquet writer; memory stays at a few batches whatever the file size. A full
+row group is written by a thread while the next batches are validated (pyarrow writes without
+the GIL), so the Parquet write overlaps the casts instead of following them.
+Key duplicates within the file are found afterwards: when the key values are small enough to
+keep (`KEY_CHECK_BYTES`), a hash aggregate over them says whether any repeats; DuckDB over the
+staged Parquet finds which (and answers alone for larger files).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from errors import PermanentError
@@ -23,8 +29,9 @@ from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 from values.identifiers import column_name, quote_ident
 from values.tables import TableTarget
 
-QUARANTINE_SAMPLE = 5
-ROW_GROUP_ROWS = 128 * 1024  # rows buffered per Parquet row group  # bad rows quoted in an error message
+QUARANTINE_SAMPLE = 5  # bad rows quoted in an error message
+ROW_GROUP_ROWS = 128 * 1024  # rows buffered per Parquet row group
+KEY_CHECK_BYTES = 32 << 20  # key values kept in memory for the duplicate pre-check (~4M int64 keys)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class StageResult:
     rows_staged: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     new_columns: list[str] = field(default_factory=list)
+    keys_repeat: bool | None = None
+    """Whether a key value repeats within the staged rows; None when not known here (no keys, or
+    too many key values to keep in memory): `duplicate_keys` then asks DuckDB."""
 
     @property
     def rows_rejected(self) -> int:
@@ -57,7 +67,8 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     reading the rest is wasted work. `keys_per_row`: JSON records (see `plan_header`).
     """
     result = StageResult(path=path)
-    writer: pq.ParquetWriter | None = None
+    writer: _RowGroups | None = None
+    key_values = _KeyValues(target.keys)
     plan: HeaderPlan | None = None
     schema: pa.Schema | None = None
     pending: list[pa.Table] = []
@@ -81,24 +92,106 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
             table = _with_lineage(validated.data, lineage)
             if writer is None:
                 schema = table.schema
-                writer = _writer(path, schema)
+                writer = _RowGroups(path, schema)
             pending.append(table.cast(schema) if table.schema != schema else table)
+            key_values.add(pending[-1])
             pending_rows += table.num_rows
             result.rows_staged += table.num_rows
             if pending_rows >= ROW_GROUP_ROWS:  # few, large row groups: cheaper to write and to load
-                writer.write_table(pa.concat_tables(pending))
+                writer.write(pa.concat_tables(pending), background=True)
                 pending, pending_rows = [], 0
             if len(result.bad_rows) > max_bad_records:
                 break
         if writer is not None and pending:
-            writer.write_table(pa.concat_tables(pending))
+            writer.write(pa.concat_tables(pending), background=False)
         if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
-            writer = _writer(path, _empty_schema(target, lineage))
+            writer = _RowGroups(path, _empty_schema(target, lineage))
     finally:
         if writer is not None:
             writer.close()
     result.bad_rows.sort(key=lambda b: b.row)
+    result.keys_repeat = key_values.repeat()
     return result
+
+
+class _RowGroups:
+    """The staged file's Parquet writer; a row group may be written by a thread (one at a time).
+
+    The thread's error is raised by the next `write` or by `close`; `close` always waits for the
+    thread first, so the file is never closed while a row group is being written.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._writer = _writer(path, schema)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, table: pa.Table, *, background: bool) -> None:
+        self._wait()
+        if not background:
+            self._writer.write_table(table)
+            return
+
+        def run() -> None:
+            try:
+                self._writer.write_table(table)
+            except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread by _wait
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="caf-parquet-write", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self._writer.close()
+
+
+class _KeyValues:
+    """The staged rows' key columns while they are small: does a key repeat, without DuckDB?"""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = list(keys)
+        self._parts: list[pa.Table] | None = [] if keys else None
+        self._nbytes = 0
+
+    def add(self, table: pa.Table) -> None:
+        if self._parts is None:
+            return
+        try:
+            part = table.select(self._keys)
+        except KeyError:  # a key spelt differently from its column: DuckDB matches it case-blind
+            self._parts = None
+            return
+        self._nbytes += part.nbytes
+        if self._nbytes > KEY_CHECK_BYTES or not all(map(_groups_like_duckdb, part.schema.types)):
+            self._parts = None  # DuckDB answers over the staged Parquet instead
+            return
+        self._parts.append(part)
+
+    def repeat(self) -> bool | None:
+        if self._parts is None:
+            return None
+        if not self._parts:
+            return False
+        counts = pa.concat_tables(self._parts).group_by(self._keys, use_threads=False).aggregate([([], "count_all")])
+        return bool(counts.num_rows) and pc.max(counts.column("count_all")).as_py() > 1
+
+
+def _groups_like_duckdb(t: pa.DataType) -> bool:
+    # Types whose equality is the same in pyarrow's hash grouping and in DuckDB's GROUP BY (NULLs
+    # form one group in both). Floats are left to DuckDB (0.0 = -0.0 there, not bit for bit).
+    return (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_boolean(t)
+            or pa.types.is_date(t) or pa.types.is_decimal(t) or pa.types.is_timestamp(t))
 
 
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
@@ -129,9 +222,12 @@ def _empty_schema(target: TableTarget, lineage: Lineage) -> pa.Schema:
     return pa.schema(fields)
 
 
-def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
-    """Rows whose key repeats an earlier row of the same file (the first occurrence is kept)."""
-    if not keys:
+def duplicate_keys(path: Path, keys: tuple[str, ...], *, repeat: bool | None = None) -> list[BadRow]:
+    """Rows whose key repeats an earlier row of the same file (the first occurrence is kept).
+
+    `repeat`: whether a key value repeats, when the caller knows (`StageResult.keys_repeat`).
+    """
+    if not keys or repeat is False:
         return []
     from pipeline import scratch
 
@@ -143,8 +239,8 @@ def duplicate_keys(path: Path, keys: tuple[str, ...]) -> list[BadRow]:
     )
     with scratch.cursor() as conn:
         # Cheap aggregate first: the window query below only runs when a key repeats.
-        repeated = conn.execute(f"SELECT 1 FROM read_parquet(?) GROUP BY {cols} HAVING count(*) > 1 LIMIT 1",
-                                [str(path)]).fetchone()
+        repeated = repeat or conn.execute(
+            f"SELECT 1 FROM read_parquet(?) GROUP BY {cols} HAVING count(*) > 1 LIMIT 1", [str(path)]).fetchone()
         rows = conn.execute(sql, [str(path)]).fetchall() if repeated else []
     bad = []
     for source_row, first_row, *values in rows:

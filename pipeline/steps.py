@@ -115,7 +115,7 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *,
     staged = Staged(local_path=path, staged_uri=None, rows_read=result.rows_read, rows_staged=result.rows_staged,
                     bad_rows=list(result.bad_rows), new_columns=result.new_columns)
     if staged.rows_rejected <= table.max_bad_records and table.target.keys:
-        dups = duplicate_keys(path, table.target.keys)
+        dups = duplicate_keys(path, table.target.keys, repeat=result.keys_repeat)
         if dups:
             staged.bad_rows = sorted(staged.bad_rows + dups, key=lambda b: b.row)
             if staged.rows_rejected <= table.max_bad_records:

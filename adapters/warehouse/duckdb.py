@@ -268,13 +268,13 @@ class DuckDbWarehouse:
         qualified = f"{schema}.{table}"
         source = str(request.staged_path or request.staged_uri.removeprefix("file://"))
         with self.connect() as conn:
-            staged_cols = _top_level_columns(conn, source)
-            cols = ", ".join(quote_ident(column_name(c, allow_lineage=True)) for c in staged_cols)
             conn.execute("BEGIN TRANSACTION")
             try:
                 self._delete_previous(conn, qualified, target, request, source)
+                # BY NAME: the staged columns (a subset of the table's, in any order) go to the
+                # columns of the same name; no identifier of the file is pasted into the SQL.
                 inserted = conn.execute(
-                    f"INSERT INTO {qualified} ({cols}) SELECT {cols} FROM read_parquet(?)", [source]).fetchone()
+                    f"INSERT INTO {qualified} BY NAME SELECT * FROM read_parquet(?)", [source]).fetchone()
                 loaded = inserted[0] if inserted else 0
                 conn.execute("COMMIT")
             except BaseException:
@@ -286,8 +286,13 @@ class DuckDbWarehouse:
                          source: str) -> None:
         file_col = quote_ident(self.file_id_column)
         ids = list(request.replace_file_ids) or [request.file_id]
+        # One placeholder per id: a constant IN list is pushed into the scan and skips row groups
+        # by their min/max (~0.4 ms), where `IN (SELECT unnest(?))` joins against every row.
+        by_id = (f"DELETE FROM {qualified} WHERE {file_col} IN ({', '.join('?' * len(ids))})" if len(ids) <= 1000
+                 else f"DELETE FROM {qualified} WHERE {file_col} IN (SELECT unnest(?::BIGINT[]))")
+        id_params: list[Any] = ids if len(ids) <= 1000 else [ids]
         if target.write_mode == "append":
-            conn.execute(f"DELETE FROM {qualified} WHERE {file_col} IN (SELECT unnest(?::BIGINT[]))", [ids])
+            conn.execute(by_id, id_params)
         elif target.write_mode == "replace":
             if target.partition_field:
                 part = quote_ident(column_name(target.partition_field))
@@ -303,7 +308,7 @@ class DuckDbWarehouse:
             conn.execute(f"DELETE FROM {qualified} t USING (SELECT DISTINCT {', '.join(keys)} "
                          f"FROM read_parquet(?)) s WHERE {match}", [source])
             # A redelivered or newer generation of the same object also replaces its own rows.
-            conn.execute(f"DELETE FROM {qualified} WHERE {file_col} IN (SELECT unnest(?::BIGINT[]))", [ids])
+            conn.execute(by_id, id_params)
         else:
             raise PermanentError(f"unknown write_mode {target.write_mode!r}")
 
@@ -332,6 +337,3 @@ class DuckDbWarehouse:
         with self._lock:
             self._file.drop()
 
-
-def _top_level_columns(conn: Any, source: str) -> list[str]:
-    return [r[0] for r in conn.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()]

@@ -79,3 +79,33 @@ def test_a_lock_held_too_long_is_transient(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("earlier", [1, 3, 1500])
+def test_a_load_replaces_the_rows_of_every_earlier_file_id_and_only_those(tmp_path: Path, earlier: int) -> None:
+    # The ids go to DuckDB as an IN list of parameters (a long list as one array parameter).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adapters.warehouse.base import LoadRequest
+
+    def staged(file_id: int, ids: list[int]) -> Path:
+        path = tmp_path / f"{file_id}.parquet"
+        # Columns in another order than the table's, as a staged file may have them.
+        pq.write_table(pa.table({"_file_id": [file_id] * len(ids), "id": ids}), path)
+        return path
+
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+    warehouse.ensure_table(TARGET)
+    others = list(range(1, earlier + 1))
+    for file_id in [*others, 9000]:
+        path = staged(file_id, [file_id * 10, file_id * 10 + 1])
+        warehouse.load(LoadRequest(target=TARGET, staged_uri=str(path), staged_path=path, file_id=file_id,
+                                   batch_id=None, job_id=f"j{file_id}"))
+    path = staged(9001, [1, 2, 3])
+    result = warehouse.load(LoadRequest(target=TARGET, staged_uri=str(path), staged_path=path, file_id=9001,
+                                        batch_id=None, job_id="j9001", replace_file_ids=(*others, 9001)))
+    assert result.rows_loaded == 3
+    rows = warehouse.query("SELECT _file_id, count(*) FROM sales.orders GROUP BY 1 ORDER BY 1").rows
+    assert rows == [(9000, 2), (9001, 3)]
+    warehouse.close()

@@ -62,6 +62,36 @@ def test_csv_values_are_never_inferred(tmp_path: Path) -> None:
     assert rows(batches) == [(1, {"code": "007", "n": "1e3"})]
 
 
+@pytest.mark.parametrize("how", ["seekable", "gzip", "pipe"])
+def test_wide_csv_values_are_never_inferred_in_any_column(tmp_path: Path, how: str) -> None:
+    # Wider than the column-type map a file is first opened with: read again, all columns text
+    # (without a header, pyarrow would otherwise infer numbers from the first rows).
+    width = 300
+    line = ",".join("007" if i % 2 else "1e3" for i in range(width)).encode()
+    data = line + b"\n" + line + b"\n"
+    if how == "pipe":
+        class Pipe(io.RawIOBase):
+            def __init__(self) -> None:
+                self._data = io.BytesIO(data)
+
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: Any) -> int:
+                chunk = self._data.read(len(buffer))
+                buffer[: len(chunk)] = chunk
+                return len(chunk)
+
+        batches = list(read_batches(Pipe(), SourceOptions(format="csv", header=False), name="p"))  # type: ignore[arg-type]
+    elif how == "gzip":
+        batches = read(write(tmp_path, gzip.compress(data), "f.csv.gz"), gzip=True, header=False)
+    else:
+        batches = read(write(tmp_path, data), header=False)
+    expected = {f"col_{i + 1}": "007" if i % 2 else "1e3" for i in range(width)}
+    assert rows(batches) == [(1, expected), (2, expected)]
+    assert all(pa.types.is_string(t) for b in batches for t in b.data.schema.types)
+
+
 def test_csv_custom_null_markers_keep_quoted_values(tmp_path: Path) -> None:
     batches = read(write(tmp_path, b'a,b\nNULL,"NULL"\n,x\n'), null_markers=("NULL",))
     assert rows(batches) == [(1, {"a": None, "b": "NULL"}), (2, {"a": "", "b": "x"})]
