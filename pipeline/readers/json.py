@@ -1,10 +1,11 @@
 """NDJSON and JSON reader: one row per object, nested values kept as Arrow lists and structs.
 
 NDJSON is read in blocks of whole lines. A block goes through pyarrow's JSON parser when that is
-exact: every line one object, and no floating-point or timestamp values (pyarrow reads numbers
-with a fraction as float64 and ISO strings as timestamps, both lossy). Otherwise the block is
-parsed line by line with `json` (numbers with a fraction as `Decimal`), which also isolates a
-malformed line as a bad row instead of failing the file.
+exact (see `_fast`: every line one object, ISO strings kept as text, numbers with a fraction only
+when float64 holds them exactly); otherwise it is parsed line by line with `json` (numbers with a
+fraction as `Decimal`), which also isolates a malformed line as a bad row instead of failing the
+file. pyarrow parses without the GIL, so up to `_PARSERS` blocks are parsed at once, each exactly
+as it would be alone and in file order (`_parsed_ahead`).
 
 Rows are numbered by their order among the non-blank lines (for NDJSON without blank lines,
 the line number). Format `json` takes a top-level array of objects, streamed element by
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import codecs
 import decimal
-import io
 import json
 import re
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -38,6 +41,10 @@ _BATCH_ROWS = 100_000
 _NUMBER_CHARS = bytes.maketrans(bytes(range(256)), bytes(ord("#") if chr(b) in "0123456789.eE+-" else ord(" ")
                                                              for b in range(256)))
 _LONG_NUMBER = b"#" * 17
+# Bytes a blank (whitespace-only) line can start with: only lines starting with one are searched.
+_SPACE_BYTES = np.zeros(256, dtype=bool)
+_SPACE_BYTES[list(b" \t\r\n")] = True
+_PARSERS = 2  # blocks parsed at once: pyarrow's parser is single-threaded per call and releases the GIL
 
 
 def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
@@ -52,44 +59,109 @@ def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[S
 # -- NDJSON ---------------------------------------------------------------------------------
 
 def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
-    carry = b""
     line, row = 1, 1
-    done = False
     text_columns: dict[str, int] = {}  # string columns pyarrow reads as timestamps (see _fast)
-    while not done:
-        chunk = next(chunks, None)
-        if chunk is None:
-            done, block, carry = True, carry, b""
-        else:
-            buffer = carry + chunk
-            cut = buffer.rfind(b"\n")
-            if cut < 0:
-                carry = buffer
-                if len(carry) > options.max_field_bytes:
-                    raise SourceError(f"{name}: line {line} is longer than max_field_bytes "
-                                      f"({options.max_field_bytes} bytes)")
-                continue
-            block, carry = buffer[: cut + 1], buffer[cut + 1:]
-        if not block:
-            continue
-        batch = _fast(block, row, text_columns) or _slow(block, line, row, name)
+    for block, fast in _parsed_ahead(_blocks(chunks, options, name), text_columns):
+        if fast is not None:
+            fast.first_row = row
+        batch = fast if fast is not None else _slow(block, line, row, name)
         if batch.data.num_rows or batch.bad_rows:
             yield batch
         line += block.count(b"\n")
         row += batch.data.num_rows + len(batch.bad_rows)
 
 
-def _fast(block: bytes, row: int, text_columns: dict[str, int] | None = None) -> SourceBatch | None:
+def _blocks(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[bytes]:
+    """The content in blocks of whole lines (the last one may lack its newline)."""
+    carry = b""
+    line = 1
+    for chunk in chunks:
+        buffer = carry + chunk
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            carry = buffer
+            if len(carry) > options.max_field_bytes:
+                raise SourceError(f"{name}: line {line} is longer than max_field_bytes "
+                                  f"({options.max_field_bytes} bytes)")
+            continue
+        block, carry = buffer[: cut + 1], buffer[cut + 1:]
+        line += block.count(b"\n")
+        yield block
+    if carry:
+        yield carry
+
+
+def _parsed_ahead(blocks: Iterator[bytes], text_columns: dict[str, int]) -> Iterator[tuple[bytes, SourceBatch | None]]:
+    """Every block with `_fast(block, text_columns)`, in order, as if called one after another.
+
+    Up to `_PARSERS` blocks are parsed at once (one more waits its turn), each from the text
+    columns known when it was handed out. `_fast` depends on nothing else, so its result is the
+    sequential one when those text columns are still the known ones, or when the block found the
+    same set itself (the common case: every block sees the same timestamp columns); otherwise
+    the block is parsed again. A failure to read the next block is raised after the blocks read
+    before it, as without threads. A file of one block is parsed here, without threads.
+    """
+    pool: ThreadPoolExecutor | None = None
+    first: bytes | None = None  # held back until a second block shows that threads are worth it
+    ahead: deque[tuple[bytes, dict[str, int], dict[str, int], Future[SourceBatch | None]]] = deque()
+
+    def hand_out(block: bytes) -> None:
+        assert pool is not None
+        found = dict(text_columns)
+        ahead.append((block, dict(found), found, pool.submit(_fast, block, found)))
+
+    def take() -> tuple[bytes, SourceBatch | None]:
+        block, handed, found, parsed = ahead.popleft()
+        if handed == text_columns or found == text_columns:
+            batch = parsed.result()
+            text_columns.update(found)
+        else:  # an earlier block found other timestamp columns: parse again with them
+            batch = _fast(block, text_columns)
+        return block, batch
+
+    def rest() -> Iterator[tuple[bytes, SourceBatch | None]]:
+        if first is not None:
+            yield first, _fast(first, text_columns)
+        while ahead:
+            yield take()
+
+    try:
+        while True:
+            try:
+                block = next(blocks, None)
+            except Exception:
+                yield from rest()
+                raise
+            if block is None:
+                break
+            if pool is None:
+                if first is None:
+                    first = block
+                    continue
+                pool = ThreadPoolExecutor(_PARSERS, thread_name_prefix="caf-ndjson")
+                hand_out(first)
+                first = None
+            hand_out(block)
+            if len(ahead) > _PARSERS:
+                yield take()
+        yield from rest()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fast(block: bytes, text_columns: dict[str, int] | None = None) -> SourceBatch | None:
     """pyarrow's parser, when its result is exact and lines map one-to-one onto rows.
 
     Exact means: ISO strings stay text (pyarrow would read them as timestamps: those columns are
     parsed again as strings; `text_columns` remembers them, with their place among the columns,
-    for the next blocks), and a number
-    with a fraction is read as float64 only when no number-like run in the block is longer than
-    16 characters, i.e. every such number has at most 15 significant digits and survives float64
-    unchanged; it is then handed on as the decimal its shortest text spells, as `_slow` would.
+    for the next blocks), and a column of numbers with a fraction (float64) is taken only when no
+    number-like run in the block is longer than 16 characters, i.e. every such number has at most
+    15 significant digits and survives float64 unchanged; it is then handed on as the decimal its
+    shortest text spells, as `_slow` would. The batch's `first_row` is left for the caller.
     """
-    if _has_blank_line(block) or _LONG_NUMBER in block.translate(_NUMBER_CHARS):
+    lines = _lines_if_no_blank_line(block)
+    if lines is None:
         return None
     known = text_columns if text_columns is not None else {}
     try:
@@ -100,15 +172,16 @@ def _fast(block: bytes, row: int, text_columns: dict[str, int] | None = None) ->
             table = _parse(block, known)
     except pa.ArrowInvalid:
         return None
+    if table.num_rows != lines:
+        return None
+    if any(pa.types.is_floating(t) for t in table.schema.types) and _LONG_NUMBER in block.translate(_NUMBER_CHARS):
+        return None
     if known:  # explicit columns come first: put them back where they are in the file
         names = [n for n in table.schema.names if n not in known]
         for name, place in sorted(known.items(), key=lambda kv: kv[1]):
             if name in table.schema.names:
                 names.insert(min(place, len(names)), name)
         table = table.select(names)
-    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-    if table.num_rows != lines:
-        return None
     columns = []
     for field, values in zip(table.schema, table.columns, strict=True):
         typed = _as_decimal(values) if pa.types.is_floating(field.type) else values
@@ -116,7 +189,19 @@ def _fast(block: bytes, row: int, text_columns: dict[str, int] | None = None) ->
             return None
         columns.append(typed)
     table = pa.Table.from_arrays(columns, names=table.schema.names)
-    return SourceBatch(columns=table.schema.names, data=_one_batch(table), first_row=row, bad_rows=[])
+    return SourceBatch(columns=table.schema.names, data=_one_batch(table), first_row=0, bad_rows=[])
+
+
+def _lines_if_no_blank_line(block: bytes) -> int | None:
+    """The number of lines in the block; None when one of them is blank (pyarrow skips those)."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    newlines = np.flatnonzero(data == ord("\n"))
+    starts = newlines[newlines < len(data) - 1] + 1
+    # A blank line starts with whitespace: typical NDJSON has no line that does, and skips the search.
+    starts_with_space = bool(len(data) and _SPACE_BYTES[data[0]]) or bool(_SPACE_BYTES[data[starts]].any())
+    if starts_with_space and _has_blank_line(block):
+        return None
+    return len(newlines) + (0 if block.endswith(b"\n") else 1)
 
 
 def _has_blank_line(block: bytes) -> bool:
@@ -125,7 +210,7 @@ def _has_blank_line(block: bytes) -> bool:
 
 def _parse(block: bytes, text_columns: dict[str, int]) -> pa.Table:
     schema = pa.schema([(name, pa.string()) for name in text_columns]) if text_columns else None
-    return pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(
+    return pajson.read_json(pa.BufferReader(block), read_options=pajson.ReadOptions(
         use_threads=False, block_size=len(block) + 1), parse_options=pajson.ParseOptions(
         explicit_schema=schema, unexpected_field_behavior="infer"))
 

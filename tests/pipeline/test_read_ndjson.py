@@ -1,0 +1,103 @@
+"""NDJSON blocks parsed several at a time read exactly as one block after another would."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.read import read_batches
+from pipeline.readers import json as ndjson
+from pipeline.source import SourceError, SourceOptions
+
+
+def _line(i: int, *, u_iso: bool) -> bytes:
+    u = "2026-02-03T04:05:06Z" if u_iso else f"u{i}"
+    return f'{{"a": {i}, "u": "{u}", "t": "2026-01-01T00:00:{i % 60:02d}Z"}}\n'.encode()
+
+
+def test_blocks_parsed_ahead_match_the_sequential_parse() -> None:
+    """Block 3 is handed out before block 1 is taken, with no text columns known yet. It finds a
+    timestamp column (`u`) that the earlier blocks did not have, so it is parsed again with what
+    they found, as a sequential read would: same columns, order and types in every batch."""
+    blocks = [b"".join(_line(i, u_iso=n >= 2) for i in range(n * 10, n * 10 + 10)) for n in range(6)]
+    known: dict[str, int] = {}
+    expected = [ndjson._fast(block, known) for block in blocks]
+    text_columns: dict[str, int] = {}
+    got = [batch for _, batch in ndjson._parsed_ahead(iter(blocks), text_columns)]
+    assert text_columns == known
+    assert all(b is not None for b in expected)
+    assert [b.columns for b in got if b] == [b.columns for b in expected if b]
+    assert [b.data for b in got if b] == [b.data for b in expected if b]
+
+
+def test_a_read_failure_comes_after_the_blocks_read_before_it(tmp_path: Path) -> None:
+    lines = b"".join(b'{"i": %d}\n' % i for i in range(1, 401))
+    data = lines + b'{"i": "\xff"}\n'
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(data)
+    block = 256
+    failing_chunk = data.index(b"\xff") // block
+    before = data[: failing_chunk * block].count(b"\n")  # lines of the blocks read before that chunk
+    seen: list[int] = []
+    with path.open("rb") as stream, pytest.raises(SourceError, match="not valid UTF-8"):
+        for batch in read_batches(stream, SourceOptions(format="ndjson", block_size=block), name=path.name):
+            seen += batch.row_numbers().tolist()
+    assert seen == list(range(1, before + 1))
+
+
+def test_stopping_early_stops_the_parser_threads(tmp_path: Path) -> None:
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(b"".join(b'{"i": %d, "s": "x"}\n' % i for i in range(20_000)))
+    with path.open("rb") as stream:
+        batches = read_batches(stream, SourceOptions(format="ndjson", block_size=4096), name=path.name)
+        next(batches)
+        batches.close()  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name.startswith(("caf-ndjson", "caf-read-ahead"))]
+
+
+def test_a_file_of_one_block_starts_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    pool = ndjson.ThreadPoolExecutor
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        started.append("pool")
+        return pool(*args, **kwargs)
+
+    monkeypatch.setattr(ndjson, "ThreadPoolExecutor", spy)
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(b'{"i": 1}\n{"i": 2}\n')
+    with path.open("rb") as stream:
+        batches = list(read_batches(stream, SourceOptions(format="ndjson", read_ahead=False), name=path.name))
+    assert [b.data.to_pylist() for b in batches] == [[{"i": 1}, {"i": 2}]]
+    assert started == []
+    path.write_bytes(b'{"i": 1}\n' * 100)
+    with path.open("rb") as stream:
+        list(read_batches(stream, SourceOptions(format="ndjson", block_size=256), name=path.name))
+    assert started == ["pool"]  # the spy sees pools when there are some
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"  \t\n", b"\r\n"])
+def test_two_objects_on_a_line_and_a_blank_line_are_not_taken_as_one_row_per_line(tmp_path: Path,
+                                                                                    blank: bytes) -> None:
+    """pyarrow reads two objects on one line as two rows and skips blank lines: together the row
+    count matches the line count, so blank lines are looked for before trusting it."""
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(b'{"a": 1}{"a": 2}\n' + blank + b'{"a": 3}\n')
+    with path.open("rb") as stream:
+        batches = list(read_batches(stream, SourceOptions(format="ndjson"), name=path.name))
+    assert [(r.row, r.reason.split(":")[0]) for b in batches for r in b.bad_rows] == [(1, "line 1 is not valid JSON")]
+    assert [(n, v) for b in batches for n, v in zip(b.row_numbers().tolist(), b.data.to_pylist(), strict=True)] == [
+        (2, {"a": 3})]
+
+
+def test_a_fraction_float64_cannot_hold_keeps_all_its_digits(tmp_path: Path) -> None:
+    """0.10000000000000001 is the float64 0.1: the block is read line by line instead, exactly."""
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(b'{"n": 0.5}\n{"n": 0.10000000000000001}\n{"n": 2}\n')
+    with path.open("rb") as stream:
+        batches = list(read_batches(stream, SourceOptions(format="ndjson"), name=path.name))
+    values = [v["n"] for b in batches for v in b.data.to_pylist()]
+    assert [str(v) for v in values] == ["0.5", "0.10000000000000001", "2"]
