@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import gzip
 import io
 import shutil
 import tempfile
@@ -17,6 +16,8 @@ from pipeline.source import SourceError, SourceOptions
 
 _BOM = codecs.BOM_UTF8
 _CHUNK = 1 << 20
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member: header, deflate data, CRC-32 and length checked by zlib
+_GZIP_INPUT = 256 << 10  # compressed bytes per zlib call: few calls, and at most ~1032x that if inflated
 
 
 class _RawReader(io.RawIOBase):
@@ -35,29 +36,68 @@ class _RawReader(io.RawIOBase):
 
 
 class GzipGuard(_RawReader):
-    """Stream-decompress gzip; refuse more than `limit` decompressed bytes (gzip bombs)."""
+    """Stream-decompress gzip; refuse more than `limit` decompressed bytes (gzip bombs).
+
+    zlib inflates (and checks each member's CRC and length) in C with the GIL released, fed
+    `_GZIP_INPUT` compressed bytes at a time; each `read(size)` returns up to `size` bytes in one
+    piece. Read as `gzip.GzipFile` reads: members one after another, zero bytes padding
+    between or after them; a stream that ends inside a member is truncated.
+    """
 
     def __init__(self, raw: BinaryIO, *, limit: int, name: str) -> None:
-        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._raw = raw
         self._limit = limit
         self._name = name
+        self._member = zlib.decompressobj(_GZIP_WBITS)
+        self._input = b""  # compressed bytes read and not yet inflated
+        self._in_member = False  # the current member has started
+        self._members = 0  # members read to their end
+        self._eof = False
         self.total = 0
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(_CHUNK), b""))
-        try:
-            data = self._gz.read(size)
-        except EOFError as exc:
-            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: it ends before the "
-                              "end-of-stream marker") from exc
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: {exc}") from exc
-        self.total += len(data)
+        pieces: list[bytes] = []
+        have = 0
+        while have < size and not self._eof:
+            piece = self._inflate(size - have)
+            pieces.append(piece)
+            have += len(piece)
+        self.total += have
         if self.total > self._limit:
             raise SourceError(f"{self._name}: decompressed size exceeds {self._limit} bytes "
                               "(max_decompressed_bytes); refusing to read further")
-        return data
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _inflate(self, size: int) -> bytes:
+        at_end = False
+        if not self._input:
+            self._input = self._raw.read(_GZIP_INPUT)
+            at_end = not self._input
+            if at_end and not self._in_member:
+                self._eof = True
+                return b""
+        if self._members and not self._in_member:
+            self._input = self._input.lstrip(b"\0")  # padding after a member, as gzip.GzipFile allows
+            if not self._input:
+                return b""
+        self._in_member = True
+        try:
+            out = self._member.decompress(self._input, size)
+        except zlib.error as exc:
+            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: {exc}") from exc
+        if self._member.eof:
+            self._input = self._member.unused_data
+            self._member = zlib.decompressobj(_GZIP_WBITS)
+            self._in_member = False
+            self._members += 1
+        elif at_end and not out:
+            raise SourceError(f"{self._name}: gzip stream is truncated/corrupt: it ends before the "
+                              "end-of-stream marker")
+        else:
+            self._input = self._member.unconsumed_tail
+        return out
 
 
 def open_bytes(stream: BinaryIO, options: SourceOptions, name: str) -> BinaryIO:
