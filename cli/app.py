@@ -42,28 +42,52 @@ def _root(
     """CAF: files in Cloud Storage → BigQuery, with a task DAG in Postgres."""
 
 
-_registered = False
+# The module that registers each top-level command, in the order `caf --help` lists them. `caf CMD`
+# imports only CMD's module (the others import what they use: `caf ops` SQLAlchemy, `caf serve`
+# the HTTP server...); `caf`, `caf --help` or an unknown name registers them all.
+COMMANDS = {"db": "cli.db", "demo": "cli.demo", "serve": "cli.serve", "status": "cli.status",
+            "ingest": "cli.ingest", "backfill": "cli.ingest", "registry": "cli.registry", "tasks": "cli.tasks",
+            "batch": "cli.tasks", "run": "cli.tasks", "freshness": "cli.tasks", "purge": "cli.ops",
+            "table": "cli.table", "local": "cli.local"}
+_registered: list[str] = []
 
 
-def _register() -> None:
-    global _registered
-    if _registered:
+def _register(command: str | None = None) -> None:
+    """Register the module of top-level `command` (every command when it is None or unknown)."""
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    if all(module in _registered for module in wanted):
         return
-    _registered = True
-    from cli import db, demo, serve, status
+    if _registered:  # a second command in this process (tests): all of them, in the documented order
+        app.registered_commands.clear()
+        app.registered_groups.clear()
+        _registered.clear()
+        wanted = list(dict.fromkeys(COMMANDS.values()))
+    for module in wanted:
+        _add(module)
+        _registered.append(module)
 
-    app.add_typer(db.app, name="db")
-    app.command()(demo.demo)
-    app.command()(serve.serve)
-    app.command()(status.status)
-    for optional in ("cli.ingest", "cli.registry", "cli.tasks", "cli.ops", "cli.table", "cli.local"):
+
+def _add(module_name: str) -> None:
+    if module_name == "cli.db":
+        from cli import db
+
+        app.add_typer(db.app, name="db")
+    elif module_name in ("cli.demo", "cli.serve", "cli.status"):
+        name = module_name.removeprefix("cli.")
+        app.command()(getattr(__import__(module_name, fromlist=[name]), name))
+    else:
         try:
-            module = __import__(optional, fromlist=["register"])
+            module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
-            if exc.name != optional:
+            if exc.name != module_name:
                 raise
-            continue
+            return
         module.register(app)
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The top-level command named in argv (the root takes only flags, so the first non-flag)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def exit_code(exc: CafError) -> int:
@@ -81,9 +105,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     from cli.context import err_console
 
-    _register()
+    args = list(argv) if argv is not None else sys.argv[1:]
+    _register(_command(args))
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="caf")
+        app(args=args, prog_name="caf")
     except CafError as exc:
         code = exit_code(exc)
         label = "unreachable" if code == EXIT_UNREACHABLE else "error"

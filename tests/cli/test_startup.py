@@ -138,3 +138,62 @@ def test_ingest_answers_an_untranslated_error_as_http_500_and_redelivers(caf, de
     assert len(calls) == 2  # delivered again after the first 500
     logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], Unavailable)]
     assert len(logged) == 2 and "sales/orders/day1.csv" in logged[0].getMessage()
+
+
+def _names(app) -> set[str]:
+    names = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback is not None}
+    return names | {g.name for g in app.registered_groups if g.name}
+
+
+def test_every_command_is_mapped_to_the_module_that_registers_it() -> None:
+    import importlib
+    import pkgutil
+
+    import typer
+
+    import cli
+    from cli.app import COMMANDS, _register, app
+
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules(cli.__path__):
+        module = importlib.import_module(f"cli.{info.name}")
+        if hasattr(module, "register"):  # each optional module registers its own commands
+            scratch = typer.Typer()
+            module.register(scratch)
+            found |= dict.fromkeys(_names(scratch), module.__name__)
+    found |= {"db": "cli.db", "demo": "cli.demo", "serve": "cli.serve", "status": "cli.status"}
+    assert COMMANDS == found
+    _register()
+    assert _names(app) == set(COMMANDS)
+
+
+def _child(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    """Run `caf ARGV` in a fresh interpreter; its exit code and which of our / heavy modules it imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    code = ("import json, sys; from cli.app import run; code = run(sys.argv[1:]); "
+            "print(json.dumps([code, sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('cli', 'alembic', 'pgserver', 'flask'))]))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                         cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr
+    exit_code, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    return exit_code, set(loaded)
+
+
+def test_a_command_imports_only_its_own_module_and_a_current_schema_needs_no_alembic(tmp_path,
+                                                                                    database_url: str) -> None:
+    code, loaded = _child(["ingest", "--help"])
+    assert code == 0 and "cli.ingest" in loaded
+    assert not {"cli.ops", "cli.serve", "cli.tasks", "cli.demo", "cli.local", "cli.status"} & loaded, loaded
+
+    env = {"APP_ENV": "test", "DATABASE_URL": database_url, "DATA_DIR": str(tmp_path / "local"),
+           "WAREHOUSE_URL": f"duckdb://{tmp_path / 'wh.duckdb'}", "STORAGE_URL": f"file://{tmp_path / 'b'}"}
+    code, loaded = _child(["status", "--json"], env=env)
+    assert code in (0, 1) and "cli.status" in loaded and "cli.ingest" not in loaded
+    assert not [m for m in loaded if m.startswith(("alembic", "pgserver"))], loaded
