@@ -121,8 +121,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     """Entry point of the `caf` script."""
-    from cli.context import quiet_exit
+    from cli.context import pause_gc, quiet_exit
 
+    pause_gc()
     quiet_exit(run(sys.argv[1:]))
 
 

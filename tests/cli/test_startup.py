@@ -197,3 +197,20 @@ def test_a_command_imports_only_its_own_module_and_a_current_schema_needs_no_ale
     code, loaded = _child(["status", "--json"], env=env)
     assert code in (0, 1) and "cli.status" in loaded and "cli.ingest" not in loaded
     assert not [m for m in loaded if m.startswith(("alembic", "pgserver"))], loaded
+
+
+def test_a_caf_process_collects_garbage_again_once_started(tmp_path, database_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    code = ("import gc, sys; from cli.app import run; from cli.context import pause_gc; pause_gc(); "
+            "assert not gc.isenabled(); run(sys.argv[1:]); print(gc.isenabled(), gc.get_freeze_count() > 0)")
+    env = {**os.environ, "APP_ENV": "test", "DATABASE_URL": database_url, "DATA_DIR": str(tmp_path / "local"),
+           "WAREHOUSE_URL": f"duckdb://{tmp_path / 'wh.duckdb'}", "STORAGE_URL": f"file://{tmp_path / 'b'}"}
+    out = subprocess.run([sys.executable, "-c", code, "status", "--json"], capture_output=True, text=True,
+                         timeout=120, cwd=PROJECT_ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "True True"  # collector on for the command's work
