@@ -72,13 +72,24 @@ def create_engine_for(settings: Settings, *, url: str | None = None) -> Engine:
     from sqlalchemy import create_engine
 
     hide_row_data_in_logs()
-    # hide_parameters: statement parameters are row data (staged payloads, file names) and never
-    # belong in a log line or an exception message.
-    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5,
-                              "hide_parameters": True}
     if settings.cloud_sql_instance and not url:
-        return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings), **common)
-    return create_engine(url or database_url(settings), **common)
+        return _tuned(create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings),
+                                    **_engine_options(settings)))
+    return _tuned(create_engine(url or database_url(settings), **_engine_options(settings)))
+
+
+def _engine_options(settings: Settings) -> dict[str, Any]:
+    # hide_parameters: statement parameters are row data (staged payloads, file names) and never
+    # belong in a log line or an exception message. No pool_pre_ping: database.driver pings a
+    # connection only when it was idle, not on every checkout.
+    return {"pool_pre_ping": False, "pool_size": settings.db_pool_size, "max_overflow": 5, "hide_parameters": True}
+
+
+def _tuned(engine: Engine) -> Engine:
+    from database import driver
+
+    driver.install(engine)
+    return engine
 
 
 def probe(engine: Engine, settings: Settings) -> None:
@@ -123,13 +134,12 @@ def create_tenant_engine(settings: Settings) -> Engine:
 
     assert settings.tenant_db_user, "tenant_db_user is not configured"
     hide_row_data_in_logs()  # tenant sessions carry row data too (staged payloads): never in logs
-    common: dict[str, Any] = {"pool_pre_ping": True, "pool_size": settings.db_pool_size, "max_overflow": 5,
-                              "hide_parameters": True}
     if settings.cloud_sql_instance:
-        return create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings, tenant=True), **common)
+        return _tuned(create_engine("postgresql+pg8000://", creator=_cloud_sql_creator(settings, tenant=True),
+                                    **_engine_options(settings)))
     password = settings.tenant_db_password.get_secret_value() if settings.tenant_db_password else None
     url = make_url(database_url(settings)).set(username=settings.tenant_db_user, password=password)
-    return create_engine(url, **common)
+    return _tuned(create_engine(url, **_engine_options(settings)))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

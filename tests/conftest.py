@@ -82,7 +82,11 @@ def database_url(pg_server_url: str) -> str:
 def engine(database_url: str):
     from sqlalchemy import create_engine
 
-    eng = create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+    from database import driver
+
+    # As production's engines (database.session): one flight per statement, idle-only pings.
+    eng = create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
+    driver.install(eng)
     yield eng
     eng.dispose()
 

@@ -1,0 +1,131 @@
+"""pg8000 on the wire: one round trip per statement, and a ping only after the connection idled.
+
+pg8000 1.31 sends a parameterised statement as three round trips (Parse + Sync, Describe + Sync,
+Bind + Execute + Sync) and a commit as three more; SQLAlchemy's `pool_pre_ping` adds one on
+every checkout. A file's ingestion is a dozen short transactions, so that was ~100 round trips
+per file. PostgreSQL's extended protocol allows the whole statement in one flight — Parse, Bind,
+Describe (portal), Execute, Sync — with errors reported once, at the Sync, exactly as before
+(the server skips the rest of the flight after an error); the `begin transaction` pg8000 sends
+before a transaction's first statement travels in that statement's flight. `install` applies that to every
+connection of an engine, whatever creates it (a URL, or the Cloud SQL connector), and replaces
+the per-checkout ping by one that runs only when the connection sat idle for a while: a
+connection that died in the middle of a burst fails its statement, which is a TransientError
+(the event is redelivered) and makes the pool discard it.
+
+The pieces used here are pg8000's protocol methods (`send_PARSE`, `send_BIND`, ...), stable
+across 1.2x–1.31 and pinned in requirements.txt; tests/database/test_driver.py checks them
+against the real server: results and types, errors and the transaction state after them, COPY.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+IDLE_BEFORE_PING_SECONDS = 10.0
+_CHECKED_IN = "caf_checked_in"
+
+
+_BEGIN = "begin transaction"  # what pg8000's cursor sends (simple protocol) before a transaction's first statement
+
+
+def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
+    """pg8000 `CoreConnection.execute_unnamed` with Parse/Bind/Describe/Execute/Sync sent at once."""
+    from pg8000 import core
+
+    if stream is not None:  # COPY: pg8000's own exchange (rare; not worth a second protocol path)
+        _read_replies(self, None)
+        return core.CoreConnection.execute_unnamed(self, statement, vals=vals, oids=oids, stream=stream)
+    context = core.Context(statement)
+    self.send_PARSE(core.NULL_BYTE, statement, oids)
+    self.send_BIND(core.NULL_BYTE, core.make_params(self.py_types, vals))
+    self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
+    self.send_EXECUTE()
+    core._write(self._sock, core.SYNC_MSG)
+    _read_replies(self, context)
+    return context
+
+
+def _execute_simple(self: Any, statement: str) -> Any:
+    """pg8000 `execute_simple`, except that its `begin transaction` travels with the next statement."""
+    from pg8000 import core
+
+    context = core.Context(statement)
+    self.send_QUERY(statement)
+    if statement == _BEGIN and getattr(self, "_caf_begin", None) is None:
+        self._caf_begin = context  # replies read by the statement the cursor sends next, in the same flight
+        return context
+    _read_replies(self, context)
+    return context
+
+
+def _read_replies(self: Any, context: Any) -> None:
+    """Flush what is buffered and read the replies: a deferred BEGIN's first, then `context`'s."""
+    from pg8000 import core
+
+    core._flush(self._sock)
+    begin, self._caf_begin = getattr(self, "_caf_begin", None), None
+    if begin is not None:
+        try:
+            self.handle_messages(begin)
+        except Exception:
+            if context is not None:
+                with contextlib.suppress(Exception):
+                    self.handle_messages(context)  # the statement's replies are on the wire too: drain them
+            raise
+    if context is not None:
+        self.handle_messages(context)
+
+
+@functools.lru_cache(maxsize=2048)
+def _placeholders(style: str, query: str) -> str:
+    from pg8000 import dbapi
+
+    return str(dbapi.convert_paramstyle(style, query, ())[0])
+
+
+def _convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
+    """pg8000's placeholder rewrite, which scans the SQL text in Python, once per distinct statement."""
+    from pg8000 import dbapi
+
+    if style != "format":  # the values' order depends on the names: not cached
+        return dbapi.convert_paramstyle(style, query, args)  # type: ignore[no-any-return]
+    return _placeholders(style, query), args
+
+
+def install(engine: Engine) -> None:
+    """One-flight statements and idle-only pings on every pg8000 connection `engine` opens.
+
+    The engine must be created with `pool_pre_ping=False`; the checkout ping here replaces it.
+    """
+    from pg8000 import legacy
+    from sqlalchemy import event
+    from sqlalchemy import exc as sa_exc
+
+    legacy.convert_paramstyle = _convert_paramstyle  # module global pg8000's cursor calls; idempotent
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute_unnamed = types.MethodType(_execute_in_one_flight, dbapi_connection)
+        dbapi_connection.execute_simple = types.MethodType(_execute_simple, dbapi_connection)
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_CHECKED_IN, 0.0) < IDLE_BEFORE_PING_SECONDS:
+            return
+        try:
+            dbapi_connection.execute_simple("SELECT 1")  # simple protocol: no transaction is opened
+        except Exception as exc:
+            # The pool discards this connection and checks out (connects) another.
+            raise sa_exc.DisconnectionError(f"idle connection failed its ping: {type(exc).__name__}") from exc
