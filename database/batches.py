@@ -28,11 +28,12 @@ class BatchRow:
     summary: dict[str, Any]
     started_at: datetime
     finished_at: datetime | None
+    tenant_id: str
 
 
 def _batch_query() -> Any:
     return select(TaskBatch.id, TaskBatch.status, TaskBatch.trigger, TaskBatch.root, TaskBatch.roots,
-                  TaskBatch.summary, TaskBatch.started_at, TaskBatch.finished_at)
+                  TaskBatch.summary, TaskBatch.started_at, TaskBatch.finished_at, TaskBatch.tenant_id)
 
 
 def create_batch(*, session: Session, trigger: str, root: str | None, summary: dict[str, Any] | None = None,
@@ -45,8 +46,12 @@ def create_batch(*, session: Session, trigger: str, root: str | None, summary: d
     return batch.id
 
 
-def get_batch(*, session: Session, batch_id: int) -> BatchRow | None:
-    row = session.execute(_batch_query().where(TaskBatch.id == batch_id)).first()
+def get_batch(*, session: Session, batch_id: int, lock: bool = False) -> BatchRow | None:
+    """The batch; `lock`: and lock its row until commit in the same statement, as `lock_batch` does."""
+    query = _batch_query().where(TaskBatch.id == batch_id)
+    if lock:
+        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
+    row = session.execute(query).first()
     return BatchRow(*row) if row else None
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from database.models import File, TaskBatch
 
 if TYPE_CHECKING:
+    from database.direct import Direct
     from values.messages import ObjectRef
 
 ClaimState = Literal["claimed", "done", "busy"]
@@ -209,3 +210,14 @@ def close_batch(*, session: Session, batch_id: int | None, status: str, summary:
         return
     session.execute(update(TaskBatch).where(TaskBatch.id == batch_id, TaskBatch.status == "PROCESSING")
                     .values(status=status, summary=summary, finished_at=func.now()))
+
+
+def record_archived(connection: Direct, *, file_id: int, uri: str) -> None:
+    """Record where the raw object was moved: one round trip, its own implicit transaction.
+
+    `uri` holds the object's name: written by `sql_literal` (escaped E'' text, NUL refused).
+    """
+    from database.direct import sql_literal
+
+    connection.script(f"UPDATE files SET archived_uri = {sql_literal(uri)}, updated_at = now() "
+                      f"WHERE id = {sql_literal(int(file_id))}")

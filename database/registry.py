@@ -146,15 +146,26 @@ def match_table(*, session: Session, bucket: str, name: str, tenant_id: str | No
     tenant's prefix is never matched for that tenant (PermanentError naming both).
     """
     tenant_id, name = object_tenant(session=session, name=name, tenant_id=tenant_id)
-    query = (select(Table).options(selectinload(Table.columns), joinedload(Table.domain))
-             .where(Table.tenant_id == tenant_id))
-    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, name)]
+    return match_in_tenant(session=session, tenant_id=tenant_id, relative_name=name,
+                           per_tenant_datasets=per_tenant_datasets)
+
+
+def match_in_tenant(*, session: Session, tenant_id: str, relative_name: str,
+                    per_tenant_datasets: bool = True) -> RegisteredTable | None:
+    """`match_table` once the tenant and the name under its prefix are known (`object_tenant`).
+
+    Two statements whatever the registry's size: the tenant's tables (globs matched here), then
+    the winner's columns.
+    """
+    query = select(Table).options(joinedload(Table.domain)).where(Table.tenant_id == tenant_id)
+    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, relative_name)]
     if not candidates:
         return None
     candidates.sort(key=lambda t: _specificity(t.source_glob), reverse=True)
     if len(candidates) > 1 and _specificity(candidates[0].source_glob) == _specificity(candidates[1].source_glob):
         names = ", ".join(f"{t.domain.name}.{t.name}" for t in candidates)
-        raise PermanentError(f"{name} matches several registered tables ({names}); make their sources distinct")
+        raise PermanentError(f"{relative_name} matches several registered tables ({names}); "
+                             "make their sources distinct")
     return to_registered(candidates[0], per_tenant_datasets=per_tenant_datasets)
 
 

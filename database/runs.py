@@ -109,7 +109,7 @@ _CLAIM = (
     f" RETURNING {_RUN_COLUMNS})"
     " SELECT c.*,t.name,t.kind,t.dag,t.max_attempts,t.timeout_seconds,t.on_file,t.config,t.query_id,t.repo_id,"
     "t.power_bi_report_id,t.enabled,b.status,b.trigger,b.root,b.roots,b.summary,b.started_at,b.finished_at,"
-    f"({_UPSTREAM}) FROM c JOIN tasks t ON t.id=c.task_id JOIN task_batch b ON b.id=c.batch_id")
+    f"b.tenant_id,({_UPSTREAM}) FROM c JOIN tasks t ON t.id=c.task_id JOIN task_batch b ON b.id=c.batch_id")
 _BOUND = {"b": ":b", "t": ":t", "a": ":a", "now": ":now"}
 
 
@@ -133,7 +133,7 @@ def claim_run_direct(conn: Direct, *, batch_id: int, task_id: int, attempt: int,
 def _claim(row: Any) -> Claim | None:
     if row is None:
         return None
-    return Claim(_run(row[:13]), TaskRow(row[2], *row[13:24]), BatchRow(row[1], *row[24:31]), list(row[31]))
+    return Claim(_run(row[:13]), TaskRow(row[2], *row[13:24]), BatchRow(row[1], *row[24:32]), list(row[32]))
 
 
 def upstream_runs(*, session: Session, batch_id: int, task_id: int) -> list[dict[str, Any]]:

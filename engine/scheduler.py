@@ -79,16 +79,13 @@ def start_file_batch(deps: TaskPorts, *, batch_id: int, table: str) -> list[int]
     """
     now = deps.clock()
     with unit_of_work(deps.sessions) as session:
-        batch = batch_db.get_batch(session=session, batch_id=batch_id) if batch_db.lock_batch(
-            session=session, batch_id=batch_id) else None
+        batch = batch_db.get_batch(session=session, batch_id=batch_id, lock=True)
         if batch is None:
             raise PermanentError(f"file_loaded names batch {batch_id}, which does not exist")
         if batch.status != "PROCESSING" or batch.roots or "tasks" in batch.summary:
             log.info("batch %s already started (%s); file_loaded ignored", batch_id, batch.status)
             return []
-        tenant = batch_db.batch_tenant(session=session, batch_id=batch_id)
-        assert tenant is not None
-        roots = task_db.file_listeners(session=session, table=table, tenant=tenant)
+        roots = task_db.file_listeners(session=session, table=table, tenant=batch.tenant_id)
         if not roots:
             batch_db.close_batch(session=session, batch_id=batch_id, status="SUCCESS", now=now,
                            summary={"tasks": 0, "table": table, "note": f"no task listens to {table}"})
@@ -237,8 +234,7 @@ def restart_batch(deps: TaskPorts, batch_id: int) -> list[int]:
     """Re-run the failed and skipped tasks of a batch under the same batch id; returns their ids."""
     sweep_expired(deps, batch_id=batch_id)
     with unit_of_work(deps.sessions) as session:
-        batch = batch_db.get_batch(session=session, batch_id=batch_id) if batch_db.lock_batch(
-            session=session, batch_id=batch_id) else None
+        batch = batch_db.get_batch(session=session, batch_id=batch_id, lock=True)
         if batch is None:
             raise PermanentError(f"batch {batch_id} does not exist")
         tries.record_restarted(session=session, batch_id=batch_id)  # what failed stays visible

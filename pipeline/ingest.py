@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import logs
 from database import files as files_db
 from database import outbox
-from database.registry import RegisteredTable, TableOwnedElsewhere, check_owner, match_table, object_tenant
+from database.registry import RegisteredTable, TableOwnedElsewhere, check_owner, match_in_tenant, object_tenant
 from database.session import unit_of_work
 from errors import CafError, PermanentError, TransientError
 
@@ -111,10 +111,9 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, tenan
 def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: dict[str, Any]) -> dict[str, Any]:
     per_tenant = deps.settings.jobs.per_tenant_datasets
     with unit_of_work(deps.sessions) as session:
-        context["tenant"], _ = object_tenant(session=session, name=ref.name, tenant_id=context["tenant"])
-    with unit_of_work(deps.sessions) as session:
-        table = match_table(session=session, bucket=ref.bucket, name=ref.name, tenant_id=context["tenant"],
-                            per_tenant_datasets=per_tenant)
+        context["tenant"], relative = object_tenant(session=session, name=ref.name, tenant_id=context["tenant"])
+        table = match_in_tenant(session=session, tenant_id=context["tenant"], relative_name=relative,
+                                per_tenant_datasets=per_tenant)
         if table is None:
             raise NoTableRegistered(f"no table registered for {ref.name}")
         check_owner(session=session, table=table, tenant_id=context["tenant"], per_tenant_datasets=per_tenant)

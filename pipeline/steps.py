@@ -240,12 +240,9 @@ def move_processed(ref: ObjectRef, deps: IngestPorts, *, success: bool, file_id:
         log.warning("could not move %s to %s: %s", ref.name, prefix, exc)
         return None
     if uri:
-        from database.session import unit_of_work
+        from database.direct import direct
+        from database.files import record_archived
 
-        with unit_of_work(deps.sessions) as session:
-            from sqlalchemy import update
-
-            from database.models import File
-
-            session.execute(update(File).where(File.id == file_id).values(archived_uri=uri))
+        with direct(deps.sessions) as connection:
+            record_archived(connection, file_id=file_id, uri=uri)
     return uri

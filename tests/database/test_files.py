@@ -44,3 +44,14 @@ def test_a_stale_claim_cannot_finish_once_its_lease_was_taken_over(deps) -> None
     assert row(deps)[0] == "SUCCESS"
     assert finish(deps, fresh.file_id, fresh.token, "ERROR") is False  # a finished file stays finished
     assert row(deps)[0] == "SUCCESS"
+
+
+def test_the_archive_location_is_recorded_verbatim_whatever_the_object_name(deps) -> None:
+    from database.direct import direct
+
+    taken = claim(deps)
+    uri = "file:///b/archive/it's \\'; DROP TABLE files; -- $$ é\t.csv"  # names are user data
+    with direct(deps.sessions) as connection:
+        files.record_archived(connection, file_id=taken.file_id, uri=uri)
+    with deps.sessions() as session:
+        assert session.scalars(select(File.archived_uri)).one() == uri
