@@ -1,4 +1,4 @@
-"""pg8000 on the wire: one round trip per statement, and a ping only after the connection idled.
+"""pg8000 on the wire: one round trip per statement, each prepared once, and a ping only after idling.
 
 pg8000 1.31 sends a parameterised statement as three round trips (Parse + Sync, Describe + Sync,
 Bind + Execute + Sync) and a commit as three more; SQLAlchemy's `pool_pre_ping` adds one on
@@ -6,7 +6,11 @@ every checkout. A file's ingestion is a dozen short transactions, so that was ~1
 per file. PostgreSQL's extended protocol allows the whole statement in one flight — Parse, Bind,
 Describe (portal), Execute, Sync — with errors reported once, at the Sync, exactly as before
 (the server skips the rest of the flight after an error); the `begin transaction` pg8000 sends
-before a transaction's first statement travels in that statement's flight. `install` applies that to every
+before a transaction's first statement travels in that statement's flight. Each distinct
+statement is prepared (a named Parse) the first time a connection runs it and only bound and
+executed afterwards: the server's parse and analysis, a good part of its work for the short
+statements here, happen once per connection; each execution is still planned with its values
+(`plan_cache_mode = force_custom_plan`), exactly as the unnamed statement was. `install` applies that to every
 connection of an engine, whatever creates it (a URL, or the Cloud SQL connector), and replaces
 the per-checkout ping by one that runs only when the connection sat idle for a while: a
 connection that died in the middle of a burst fails its statement, which is a TransientError
@@ -23,12 +27,14 @@ import contextlib
 import functools
 import time
 import types
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 IDLE_BEFORE_PING_SECONDS = 10.0
+MAX_PREPARED_PER_CONNECTION = 256  # distinct statements kept prepared on one connection (LRU)
 _CHECKED_IN = "caf_checked_in"
 
 
@@ -36,20 +42,48 @@ _BEGIN = "begin transaction"  # what pg8000's cursor sends (simple protocol) bef
 
 
 def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
-    """pg8000 `CoreConnection.execute_unnamed` with Parse/Bind/Describe/Execute/Sync sent at once."""
+    """pg8000 `CoreConnection.execute_unnamed`, sent as one flight of a statement prepared once per connection.
+
+    First use: Parse (named) + Bind + Describe + Execute + Sync; later uses skip the Parse, so
+    the server neither parses nor analyses the text again (and may keep a generic plan).
+    """
     from pg8000 import core
 
     if stream is not None:  # COPY: pg8000's own exchange (rare; not worth a second protocol path)
         _read_replies(self, None)
         return core.CoreConnection.execute_unnamed(self, statement, vals=vals, oids=oids, stream=stream)
+    prepared: OrderedDict[tuple[str, tuple[int, ...]], bytes] = self.__dict__.setdefault(
+        "_caf_prepared", OrderedDict())
+    key = (statement, tuple(oids))
+    name = prepared.get(key)
+    fresh = name is None
+    if name is None:
+        while len(prepared) >= MAX_PREPARED_PER_CONNECTION:  # the least recently used goes
+            self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1])
+        self._caf_parses = getattr(self, "_caf_parses", 0) + 1
+        name = f"caf_{self._caf_parses}".encode("ascii") + core.NULL_BYTE
+        self.send_PARSE(name, statement, oids)
+    else:
+        prepared.move_to_end(key)
     context = core.Context(statement)
-    self.send_PARSE(core.NULL_BYTE, statement, oids)
-    self.send_BIND(core.NULL_BYTE, core.make_params(self.py_types, vals))
+    self.send_BIND(name, core.make_params(self.py_types, vals))
     self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
     self.send_EXECUTE()
     core._write(self._sock, core.SYNC_MSG)
-    _read_replies(self, context)
+    try:
+        _read_replies(self, context)
+    except core.DatabaseError as exc:
+        if _sqlstate(exc) == "0A000":  # "cached plan must not change result type": a migration ran meanwhile
+            prepared.clear()  # prepare everything again; this statement's transaction failed (a retry works)
+        raise
+    if fresh:  # (a failed flight may leave its statement on the server: its name is unique, never reused)
+        prepared[key] = name
     return context
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    detail = exc.args[0] if exc.args else None
+    return detail.get("C") if isinstance(detail, dict) else None
 
 
 def _execute_simple(self: Any, statement: str) -> Any:
@@ -114,6 +148,10 @@ def install(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.execute_unnamed = types.MethodType(_execute_in_one_flight, dbapi_connection)
         dbapi_connection.execute_simple = types.MethodType(_execute_simple, dbapi_connection)
+        # Plan every execution with its values, as an unnamed statement is: a generic plan would
+        # change what some statements mean (ON CONFLICT on a partial index whose predicate is
+        # parameterised cannot be inferred without the values). Parsing is still saved.
+        dbapi_connection.execute_simple("SET plan_cache_mode = force_custom_plan")
         record.info[_CHECKED_IN] = time.monotonic()
 
     @event.listens_for(engine, "checkin")

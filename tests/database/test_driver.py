@@ -157,3 +157,64 @@ def test_a_connection_dropped_mid_burst_fails_its_unit_of_work_as_transient_and_
         session.execute(text("SELECT 1"))
     with unit_of_work(sessions) as session:  # the pool dropped the dead connection: the redelivery works
         assert session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def prepared_here(conn: Any) -> list[str]:
+    return list(conn.execute(text(
+        "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'caf\\_%' ORDER BY prepare_time")).scalars())
+
+
+def test_a_statement_is_prepared_once_per_connection_and_only_bound_afterwards(tuned) -> None:
+    lookup = "SELECT name FROM driver_probe WHERE id = :id"
+    with tuned.begin() as conn:
+        conn.execute(text("INSERT INTO driver_probe VALUES (1, 'one'), (2, 'two')"))
+    with tuned.connect() as conn:
+        assert [conn.execute(text(lookup), {"id": i}).scalar() for i in (1, 2, 3, 1)] == ["one", "two", None, "one"]
+        mine = [s for s in prepared_here(conn) if "driver_probe WHERE id" in s]
+        assert mine == ["SELECT name FROM driver_probe WHERE id = $1"]
+
+
+def test_a_migration_that_changes_a_result_type_fails_one_statement_then_it_is_prepared_again(tuned) -> None:
+    lookup = "SELECT id, name FROM driver_probe WHERE id = :id"
+    with tuned.begin() as conn:
+        conn.execute(text("INSERT INTO driver_probe VALUES (1, 'one')"))
+        assert conn.execute(text(lookup), {"id": 1}).one() == (1, "one")
+    admin = create_engine(str(tuned.url.render_as_string(hide_password=False)))
+    with admin.begin() as conn:  # another process migrates while this one keeps its connection
+        conn.execute(text("ALTER TABLE driver_probe ALTER COLUMN name TYPE varchar(20)"))
+    admin.dispose()
+    with pytest.raises(exc.DBAPIError, match="cached plan must not change result type"), tuned.connect() as conn:
+        conn.execute(text(lookup), {"id": 1})
+    with tuned.connect() as conn:  # the redelivery: prepared afresh
+        assert conn.execute(text(lookup), {"id": 1}).one() == (1, "one")
+
+
+def test_a_connection_keeps_a_bounded_number_of_statements_prepared(tuned, monkeypatch) -> None:
+    monkeypatch.setattr(driver, "MAX_PREPARED_PER_CONNECTION", 3)
+    with tuned.connect() as conn:
+        for i in range(8):
+            assert conn.execute(text(f"SELECT CAST(:x AS int) + {i}"), {"x": 1}).scalar() == 1 + i
+        assert len(prepared_here(conn)) == 3
+        assert conn.execute(text("SELECT CAST(:x AS int) + 0"), {"x": 1}).scalar() == 1  # evicted: prepared again
+
+
+def test_a_statement_that_failed_to_prepare_fails_the_same_way_next_time(tuned) -> None:
+    for _ in range(2):
+        with pytest.raises(exc.ProgrammingError, match="syntax error"), tuned.connect() as conn:
+            conn.execute(text("SELEC name FROM driver_probe WHERE id = :id"), {"id": 1})
+
+
+def test_a_statement_planned_with_its_values_keeps_working_however_often_it_runs(tuned) -> None:
+    # A generic plan (PostgreSQL's choice after five executions of a prepared statement) cannot
+    # infer ON CONFLICT's partial index when the index predicate's values are parameters.
+    with tuned.begin() as conn:
+        conn.execute(text("ALTER TABLE driver_probe ADD COLUMN status text DEFAULT 'open'"))
+        conn.execute(text("CREATE UNIQUE INDEX driver_probe_open ON driver_probe (name) "
+                          "WHERE status IN ('open', 'uploading')"))
+    with tuned.connect() as conn:
+        for i in range(8):
+            conn.execute(text("INSERT INTO driver_probe (id, name, status) VALUES (:id, 'n', 'open') "
+                              "ON CONFLICT (name) WHERE status IN (:a, :b) DO NOTHING"),
+                         {"id": i, "a": "open", "b": "uploading"})
+        conn.commit()
+        assert conn.execute(text("SELECT count(*) FROM driver_probe")).scalar_one() == 1
