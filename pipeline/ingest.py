@@ -60,7 +60,9 @@ def handle(ref: ObjectRef, deps: IngestPorts, *, tenant: str | None = None) -> N
         if _is_internal(ref.name, deps):
             log.debug("ignored CAF-managed object %s", ref.name)
             return
-        with unit_of_work(deps.sessions) as session:
+        # Not durable by itself: every path after a claim ends in a durable commit (status, error,
+        # release) before the event is acknowledged; a crash before that is redelivered.
+        with unit_of_work(deps.sessions, durable=False) as session:
             claim = files_db.claim_file(session=session, ref=ref, lease_seconds=deps.settings.ingest.lease_seconds)
         if claim.state == "done":
             log.info("already %s: redelivered event ignored", claim.status)
@@ -110,7 +112,7 @@ def _run_claimed(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, tenan
 
 def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: dict[str, Any]) -> dict[str, Any]:
     per_tenant = deps.settings.jobs.per_tenant_datasets
-    with unit_of_work(deps.sessions) as session:
+    with unit_of_work(deps.sessions, durable=False) as session:  # made durable by the final status
         context["tenant"], relative = object_tenant(session=session, name=ref.name, tenant_id=context["tenant"])
         table = match_in_tenant(session=session, tenant_id=context["tenant"], relative_name=relative,
                                 per_tenant_datasets=per_tenant)

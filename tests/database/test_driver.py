@@ -218,3 +218,11 @@ def test_a_statement_planned_with_its_values_keeps_working_however_often_it_runs
                          {"id": i, "a": "open", "b": "uploading"})
         conn.commit()
         assert conn.execute(text("SELECT count(*) FROM driver_probe")).scalar_one() == 1
+def test_a_non_durable_unit_of_work_never_makes_the_next_one_non_durable(tuned) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    sessions = sessionmaker(tuned)  # one pooled connection: the next unit of work gets the same one
+    with unit_of_work(sessions, durable=False) as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    with unit_of_work(sessions) as session:  # e.g. the file's final status: waits for its WAL flush
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
