@@ -213,11 +213,14 @@ def close_batch(*, session: Session, batch_id: int | None, status: str, summary:
 
 
 def record_archived(connection: Direct, *, file_id: int, uri: str) -> None:
-    """Record where the raw object was moved: one round trip, its own implicit transaction.
+    """Record where the raw object was moved: one round trip, its own transaction.
 
     `uri` holds the object's name: written by `sql_literal` (escaped E'' text, NUL refused).
+    The commit does not wait for its WAL flush: the object is already in archive/ and its status
+    durable, so a crash in that fraction of a second loses only this note (a redelivery then
+    finds nothing left to move).
     """
     from database.direct import sql_literal
 
-    connection.script(f"UPDATE files SET archived_uri = {sql_literal(uri)}, updated_at = now() "
-                      f"WHERE id = {sql_literal(int(file_id))}")
+    connection.script(f"BEGIN; SET LOCAL synchronous_commit = off; UPDATE files SET archived_uri = "
+                      f"{sql_literal(uri)}, updated_at = now() WHERE id = {sql_literal(int(file_id))}; COMMIT")
