@@ -6,12 +6,13 @@ so concurrent completions in one batch are serialised (see `database.runs`).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from database.base import DEFAULT_TENANT
@@ -31,9 +32,14 @@ class BatchRow:
     tenant_id: str
 
 
-def _batch_query() -> Any:
-    return select(TaskBatch.id, TaskBatch.status, TaskBatch.trigger, TaskBatch.root, TaskBatch.roots,
-                  TaskBatch.summary, TaskBatch.started_at, TaskBatch.finished_at, TaskBatch.tenant_id)
+@functools.cache
+def _get_batch_statement(lock: bool) -> Any:
+    """`get_batch`'s query, built once (Core table, bound id): the engine runs it for every message."""
+    batches: Any = TaskBatch.__table__
+    c = batches.c
+    query = (select(c.id, c.status, c.trigger, c.root, c.roots, c.summary, c.started_at, c.finished_at,
+                    c.tenant_id).where(c.id == bindparam("batch_id")))
+    return query.with_for_update(key_share=True) if lock else query  # FOR NO KEY UPDATE
 
 
 def create_batch(*, session: Session, trigger: str, root: str | None, summary: dict[str, Any] | None = None,
@@ -48,10 +54,7 @@ def create_batch(*, session: Session, trigger: str, root: str | None, summary: d
 
 def get_batch(*, session: Session, batch_id: int, lock: bool = False) -> BatchRow | None:
     """The batch; `lock`: and lock its row until commit in the same statement, as `lock_batch` does."""
-    query = _batch_query().where(TaskBatch.id == batch_id)
-    if lock:
-        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
-    row = session.execute(query).first()
+    row = session.execute(_get_batch_statement(lock), {"batch_id": batch_id}).first()
     return BatchRow(*row) if row else None
 
 
@@ -85,10 +88,14 @@ def reopen_batch(*, session: Session, batch_id: int, **summary: Any) -> None:
 
 
 def close_batch(*, session: Session, batch_id: int, status: str, now: datetime, summary: dict[str, Any]) -> bool:
-    result = session.execute(update(TaskBatch).where(TaskBatch.id == batch_id, TaskBatch.status == "PROCESSING")
-                             .values(status=status, finished_at=now,
-                                     summary=TaskBatch.summary.op("||")(_jsonb(summary))))
+    result = session.execute(_CLOSE_BATCH, {"b": batch_id, "status": status, "now": now,
+                                            "summary": json.dumps(summary, default=str)})
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+_CLOSE_BATCH = text(
+    "UPDATE task_batch SET status = :status, finished_at = :now, updated_at = now(),"
+    " summary = summary || CAST(:summary AS jsonb) WHERE id = :b AND status = 'PROCESSING'")
 
 
 def has_pending(*, session: Session, batch_id: int) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Boolean, exists, func, literal_column, select, text, true, union_all, update
+from sqlalchemy import Boolean, bindparam, exists, func, literal_column, select, text, true, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -41,39 +42,52 @@ def claim_file(*, session: Session, ref: ObjectRef, lease_seconds: int) -> Claim
     lease is busy (another instance is on it).
     """
     token = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "bucket": ref.bucket, "name": ref.name, "generation": ref.generation, "status": "PROCESSING",
-        "md5": ref.md5, "crc32c": ref.crc32c, "size": ref.size, "content_type": ref.content_type,
-        "content_encoding": ref.content_encoding, "event_id": ref.event_id, "claim_token": token,
-        "claimed_at": func.now(), "attempts": 1,
-    }
-    base = insert(File).values(**values)
-    lease_expired = (File.status == "PROCESSING") & (
-        File.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
-    )
-    claimed = base.on_conflict_do_update(
-        index_elements=[File.bucket, File.name, File.generation],
-        set_={"status": "PROCESSING", "claim_token": token, "claimed_at": func.now(),
-              "attempts": File.attempts + 1, "updated_at": func.now()},
-        where=(File.status == "NEW") | lease_expired,
-    ).returning(File.id, File.status, File.attempts, File.batch_id, File.archived_uri, File.rows_loaded,
-                literal_column("true", Boolean).label("claimed")).cte("claimed")
-    this_version = (File.bucket == ref.bucket, File.name == ref.name, File.generation == ref.generation)
-    recorded = select(File.id, File.status, File.attempts, File.batch_id, File.archived_uri,
-                      File.rows_loaded, literal_column("false", Boolean).label("claimed"))
+    version = {"bucket": ref.bucket, "name": ref.name, "generation": ref.generation}
     # One statement (one round trip) whether the version is claimed or already recorded: a
     # redelivered event costs a single query. The second branch reads the statement's snapshot.
-    row = session.execute(union_all(select(claimed), recorded.where(*this_version, ~exists(select(claimed.c.id))))
-                          ).first()
+    row = session.execute(_claim_statement(), {
+        **version, "md5": ref.md5, "crc32c": ref.crc32c, "size": ref.size, "content_type": ref.content_type,
+        "content_encoding": ref.content_encoding, "event_id": ref.event_id, "token": token,
+        "lease": lease_seconds}).first()
     if row is not None and row.claimed:
         return Claim("claimed", row.id, token, row.attempts, "PROCESSING", row.batch_id)
-    existing = row if row is not None else session.execute(recorded.where(*this_version)).one()
+    existing = row if row is not None else session.execute(_recorded_statement(), version).one()
     # (None only when another instance inserted the row after this statement's snapshot.)
     state: ClaimState = "busy" if existing.status == "PROCESSING" else "done"
     # A superseded version (SUCCESS, nothing loaded) is left where it is, as when it finished.
     unarchived = existing.archived_uri is None and (
         existing.status == "ERROR" or (existing.status == "SUCCESS" and existing.rows_loaded is not None))
     return Claim(state, existing.id, None, existing.attempts, existing.status, existing.batch_id, unarchived)
+
+
+@functools.cache
+def _recorded_statement() -> Any:
+    files = File.__table__
+    return (select(files.c.id, files.c.status, files.c.attempts, files.c.batch_id, files.c.archived_uri,
+                   files.c.rows_loaded, literal_column("false", Boolean).label("claimed"))
+            .where(files.c.bucket == bindparam("bucket"), files.c.name == bindparam("name"),
+                   files.c.generation == bindparam("generation")))
+
+
+@functools.cache
+def _claim_statement() -> Any:
+    """The claim, built once per process (Core table, bound values): only its execution is paid per file."""
+    files: Any = File.__table__
+    fields = ("bucket", "name", "generation", "md5", "crc32c", "size", "content_type", "content_encoding",
+              "event_id")
+    base = insert(files).values(status="PROCESSING", claim_token=bindparam("token"), claimed_at=func.now(),
+                                attempts=1, **{f: bindparam(f) for f in fields})
+    lease_expired = (files.c.status == "PROCESSING") & (
+        files.c.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease"))
+    )
+    claimed = base.on_conflict_do_update(
+        index_elements=[files.c.bucket, files.c.name, files.c.generation],
+        set_={"status": "PROCESSING", "claim_token": bindparam("token"), "claimed_at": func.now(),
+              "attempts": files.c.attempts + 1, "updated_at": func.now()},
+        where=(files.c.status == "NEW") | lease_expired,
+    ).returning(files.c.id, files.c.status, files.c.attempts, files.c.batch_id, files.c.archived_uri,
+                files.c.rows_loaded, literal_column("true", Boolean).label("claimed")).cte("claimed")
+    return union_all(select(claimed), _recorded_statement().where(~exists(select(claimed.c.id))))
 
 
 def release_claim(*, session: Session, file_id: int, token: str, error: str | None = None) -> None:

@@ -5,6 +5,7 @@ Batches are in `database.batches`, task runs (`task_log`) in `database.runs`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +61,11 @@ def dag_roots(*, session: Session, dag: str, tenant: str = DEFAULT_TENANT) -> li
 
 def file_listeners(*, session: Session, table: str, tenant: str) -> list[int]:
     """The tenant's enabled tasks whose `on_file` lists `dataset.table` (as the tenant registered it)."""
-    query = (select(Task.id).where(Task.enabled, Task.tenant_id == tenant, Task.on_file.contains([table]))
-             .order_by(Task.id))
-    return list(session.scalars(query))
+    return list(session.scalars(_FILE_LISTENERS, {"tenant": tenant, "tables": json.dumps([table])}))
+
+
+_FILE_LISTENERS = text("SELECT id FROM tasks WHERE enabled AND tenant_id = :tenant"
+                       " AND on_file @> CAST(:tables AS jsonb) ORDER BY id")
 
 
 def scope(*, session: Session, roots: list[int]) -> list[int]:
