@@ -170,12 +170,13 @@ def newer_generation_loaded(*, session: Session, bucket: str, name: str, generat
 def newer_and_generation_ids(*, session: Session, bucket: str, name: str,
                              generation: int) -> tuple[int | None, list[int]]:
     """`newer_generation_loaded` and `generation_ids` in one query (one round trip)."""
-    row = session.execute(
-        select(func.max(File.generation).filter(File.generation > generation, File.status == "SUCCESS",
-                                                File.rows_loaded.is_not(None)),
-               func.array_agg(File.id)).where(File.bucket == bucket, File.name == name)
-    ).one()
+    row = session.execute(_NEWER_AND_IDS, {"bucket": bucket, "name": name, "generation": generation}).one()
     return row[0], sorted(row[1] or [])
+
+
+_NEWER_AND_IDS = text(
+    "SELECT max(generation) FILTER (WHERE generation > :generation AND status = 'SUCCESS'"
+    " AND rows_loaded IS NOT NULL), array_agg(id) FROM files WHERE bucket = :bucket AND name = :name")
 
 
 def generation_ids(*, session: Session, bucket: str, name: str) -> list[int]:
@@ -212,11 +213,20 @@ def reopen_stalled_batch(*, session: Session, batch_id: int) -> bool:
 
 def finish(*, session: Session, file_id: int, token: str, status: str, **fields: Any) -> bool:
     """Set the final status if this claim still owns the row; False if another instance took over."""
-    result = session.execute(
-        update(File).where(File.id == file_id, File.claim_token == token, File.status == "PROCESSING")
-        .values(status=status, finished_at=func.now(), updated_at=func.now(), **fields)
-    )
+    result = session.execute(_finish_statement(tuple(sorted(fields))), {
+        "file_id_": file_id, "token_": token, "status_": status, **{f"{k}_": v for k, v in fields.items()}})
     return bool(getattr(result, "rowcount", 0))
+
+
+@functools.lru_cache(maxsize=32)
+def _finish_statement(fields: tuple[str, ...]) -> Any:
+    """`finish`'s UPDATE for one set of recorded fields, built once (Core table, bound values)."""
+    files: Any = File.__table__
+    return (update(files)
+            .where(files.c.id == bindparam("file_id_"), files.c.claim_token == bindparam("token_"),
+                   files.c.status == "PROCESSING")
+            .values(status=bindparam("status_"), finished_at=func.now(), updated_at=func.now(),
+                    **{f: bindparam(f"{f}_") for f in fields}))
 
 
 def close_batch(*, session: Session, batch_id: int | None, status: str, summary: dict[str, Any]) -> None:

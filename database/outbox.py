@@ -7,6 +7,7 @@ what it published. A crash or publisher outage between the two leaves rows that 
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,15 +31,24 @@ def enqueue(*, session: Session, event_type: str, payload: dict[str, Any],
             attributes: dict[str, str] | None = None, not_before: datetime | None = None,
             tenant_id: str | None = None) -> int:
     """Record an event to publish once the surrounding transaction commits."""
+    from database.base import DEFAULT_TENANT
+
     attrs = dict(attributes or {})
     if not_before is not None:
         attrs["not_before"] = not_before.isoformat()
-    row = Outbox(event_type=event_type, payload=payload, attributes=attrs)
-    if tenant_id:
-        row.tenant_id = tenant_id
-    session.add(row)
-    session.flush()
-    return row.id
+    return int(session.execute(_enqueue_statement(), {
+        "event_type": event_type, "payload": payload, "attributes": attrs,
+        "tenant_id": tenant_id or DEFAULT_TENANT}).scalar_one())
+
+
+@functools.cache
+def _enqueue_statement() -> Any:
+    """The outbox insert, built once (Core table, bound values): written with every state change."""
+    from sqlalchemy import bindparam, insert
+
+    table: Any = Outbox.__table__
+    fields = ("event_type", "payload", "attributes", "tenant_id")
+    return insert(table).values(**{f: bindparam(f) for f in fields}).returning(table.c.id)
 
 
 def publish_pending(*, session_factory: Any, publisher: Publisher, limit: int = 500,

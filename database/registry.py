@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, selectinload
 
 from database.globs import source_matches
 from database.models import Domain, SchemaColumn, Table
@@ -154,19 +154,29 @@ def match_in_tenant(*, session: Session, tenant_id: str, relative_name: str,
                     per_tenant_datasets: bool = True) -> RegisteredTable | None:
     """`match_table` once the tenant and the name under its prefix are known (`object_tenant`).
 
-    Two statements whatever the registry's size: the tenant's tables (globs matched here), then
-    the winner's columns.
+    Two statements whatever the registry's size, read as plain rows (no ORM objects): the
+    tenant's tables (globs matched here), then the winner's columns.
     """
-    query = select(Table).options(joinedload(Table.domain)).where(Table.tenant_id == tenant_id)
-    candidates = [t for t in session.scalars(query) if source_matches(t.source_glob, relative_name)]
+    tables = session.execute(_TENANT_TABLES, {"tenant": tenant_id}).mappings().all()
+    candidates = [t for t in tables if source_matches(t["source_glob"], relative_name)]
     if not candidates:
         return None
-    candidates.sort(key=lambda t: _specificity(t.source_glob), reverse=True)
-    if len(candidates) > 1 and _specificity(candidates[0].source_glob) == _specificity(candidates[1].source_glob):
-        names = ", ".join(f"{t.domain.name}.{t.name}" for t in candidates)
+    candidates.sort(key=lambda t: _specificity(t["source_glob"]), reverse=True)
+    if len(candidates) > 1 and _specificity(candidates[0]["source_glob"]) == _specificity(
+            candidates[1]["source_glob"]):
+        names = ", ".join(f"{t['dataset']}.{t['name']}" for t in candidates)
         raise PermanentError(f"{relative_name} matches several registered tables ({names}); "
                              "make their sources distinct")
-    return to_registered(candidates[0], per_tenant_datasets=per_tenant_datasets)
+    winner = candidates[0]
+    columns = session.execute(_TABLE_COLUMNS, {"table_id": winner["id"]}).all()
+    return _registered(winner, [Column(*c) for c in columns], per_tenant_datasets=per_tenant_datasets)
+
+
+_TENANT_TABLES = text(
+    "SELECT t.id, t.tenant_id, t.name, t.source_glob, t.format, t.options, t.column_map, t.keys, t.write_mode,"
+    " t.partition_field, t.max_bad_records, t.allow_new_columns, d.name AS dataset"
+    " FROM tables t JOIN domain d ON d.id = t.domain_id WHERE t.tenant_id = :tenant")
+_TABLE_COLUMNS = text("SELECT name, type, mode, description FROM schemas WHERE table_id = :table_id ORDER BY ordinal")
 
 
 def object_tenant(*, session: Session, name: str, tenant_id: str | None = None) -> tuple[str, str]:
@@ -196,11 +206,13 @@ def known_tenants(*, session: Session, candidate: str | None = None) -> set[str]
     """
     from database.job_models import StagingEntity
 
-    tables, entities = select(Table.tenant_id), select(StagingEntity.tenant_id)
-    if candidate is not None:
-        tables = tables.where(Table.tenant_id == candidate).limit(1)
-        entities = entities.where(StagingEntity.tenant_id == candidate).limit(1)
-    return set(session.scalars(tables.union(entities)))
+    if candidate is not None:  # one prepared statement per object: is this landing prefix a tenant?
+        return {candidate} if session.execute(_TENANT_KNOWN, {"t": candidate}).scalar() else set()
+    return set(session.scalars(select(Table.tenant_id).union(select(StagingEntity.tenant_id))))
+
+
+_TENANT_KNOWN = text("SELECT EXISTS (SELECT 1 FROM tables WHERE tenant_id = :t)"
+                     " OR EXISTS (SELECT 1 FROM staging_entity WHERE tenant_id = :t)")
 
 
 def physical_owner(*, session: Session, dataset: str, table: str, tenant_id: str,
@@ -254,24 +266,35 @@ def find_registered(*, session: Session, dataset: str, table: str, tenant_id: st
 
 def to_registered(table: Table, *, per_tenant_datasets: bool = True) -> RegisteredTable:
     """The registry row for the pipeline; `{tenant}_{dataset}` when datasets are per tenant."""
+    fields = {f: getattr(table, f) for f in _TABLE_FIELDS}
+    return _registered({**fields, "dataset": table.domain.name},
+                       [Column(c.name, c.type, c.mode, c.description) for c in table.columns],
+                       per_tenant_datasets=per_tenant_datasets)
+
+
+_TABLE_FIELDS = ("id", "tenant_id", "name", "source_glob", "format", "options", "column_map", "keys", "write_mode",
+                 "partition_field", "max_bad_records", "allow_new_columns")
+
+
+def _registered(table: Any, columns: list[Column], *, per_tenant_datasets: bool) -> RegisteredTable:
     from database.tenancy import tenant_dataset
 
     return RegisteredTable(
-        id=table.id,
-        tenant_id=table.tenant_id,
-        format=table.format,
-        options=dict(table.options or {}),
-        column_map=dict(table.column_map or {}),
-        max_bad_records=table.max_bad_records,
-        allow_new_columns=table.allow_new_columns,
-        source_glob=table.source_glob,
+        id=table["id"],
+        tenant_id=table["tenant_id"],
+        format=table["format"],
+        options=dict(table["options"] or {}),
+        column_map=dict(table["column_map"] or {}),
+        max_bad_records=table["max_bad_records"],
+        allow_new_columns=table["allow_new_columns"],
+        source_glob=table["source_glob"],
         target=TableTarget(
-            dataset=tenant_dataset(table.domain.name, table.tenant_id, per_tenant=per_tenant_datasets),
-            table=table.name,
-            columns=tuple(Column(c.name, c.type, c.mode, c.description) for c in table.columns),
-            keys=tuple(table.keys or ()),
-            partition_field=table.partition_field,
-            write_mode=table.write_mode,
+            dataset=tenant_dataset(table["dataset"], table["tenant_id"], per_tenant=per_tenant_datasets),
+            table=table["name"],
+            columns=tuple(columns),
+            keys=tuple(table["keys"] or ()),
+            partition_field=table["partition_field"],
+            write_mode=table["write_mode"],
         ),
-        registered=f"{table.domain.name}.{table.name}",
+        registered=f"{table['dataset']}.{table['name']}",
     )
