@@ -94,12 +94,13 @@ def _blocks(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Itera
 def _parsed_ahead(blocks: Iterator[bytes], text_columns: dict[str, int]) -> Iterator[tuple[bytes, SourceBatch | None]]:
     """Every block with `_fast(block, text_columns)`, in order, as if called one after another.
 
-    Up to `_PARSERS` blocks are parsed at once (one more waits its turn), each from the text
-    columns known when it was handed out. `_fast` depends on nothing else, so its result is the
-    sequential one when those text columns are still the known ones, or when the block found the
-    same set itself (the common case: every block sees the same timestamp columns); otherwise
-    the block is parsed again. A failure to read the next block is raised after the blocks read
-    before it, as without threads. A file of one block is parsed here, without threads.
+    The first block is parsed alone; then up to `_PARSERS` blocks at once (one more waits its
+    turn), each from the text columns known when it was handed out. `_fast` depends on nothing
+    else, so its result is the sequential one when those text columns are still the known ones,
+    or when the block found the same set itself (the common case: every block sees the same
+    timestamp columns); otherwise the block is parsed again. A failure to read the next block is
+    raised after the blocks read before it, as without threads. A file of one block is parsed
+    here, without threads.
     """
     pool: ThreadPoolExecutor | None = None
     first: bytes | None = None  # held back until a second block shows that threads are worth it
@@ -138,9 +139,11 @@ def _parsed_ahead(blocks: Iterator[bytes], text_columns: dict[str, int]) -> Iter
                 if first is None:
                     first = block
                     continue
-                pool = ThreadPoolExecutor(_PARSERS, thread_name_prefix="caf-ndjson")
-                hand_out(first)
+                # The first block alone: the timestamp columns it finds are known to the blocks
+                # handed out next, which then parse once instead of twice.
+                yield first, _fast(first, text_columns)
                 first = None
+                pool = ThreadPoolExecutor(_PARSERS, thread_name_prefix="caf-ndjson")
             hand_out(block)
             if len(ahead) > _PARSERS:
                 yield take()

@@ -19,10 +19,10 @@ def _line(i: int, *, u_iso: bool) -> bytes:
 
 
 def test_blocks_parsed_ahead_match_the_sequential_parse() -> None:
-    """Block 3 is handed out before block 1 is taken, with no text columns known yet. It finds a
-    timestamp column (`u`) that the earlier blocks did not have, so it is parsed again with what
-    they found, as a sequential read would: same columns, order and types in every batch."""
-    blocks = [b"".join(_line(i, u_iso=n >= 2) for i in range(n * 10, n * 10 + 10)) for n in range(6)]
+    """Blocks are handed out before the blocks ahead of them are taken. Block 3 finds `u` to be a
+    timestamp column, which block 4 (handed out before that was known) does not: block 4 is
+    parsed again with `u` as text, as a sequential read does, so columns, order and types match."""
+    blocks = [b"".join(_line(i, u_iso=n in (3, 5)) for i in range(n * 10, n * 10 + 10)) for n in range(8)]
     known: dict[str, int] = {}
     expected = [ndjson._fast(block, known) for block in blocks]
     text_columns: dict[str, int] = {}
