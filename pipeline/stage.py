@@ -1,9 +1,7 @@
 """Stage: validated record batches → one Parquet file with lineage, plus a quarantine NDJSON.
 
 Streaming end to end: each batch is read, validated, extended with lineage columns and
-appended to the Parquet writer; memory stays at a few batches whatever the file size. A full
-row group is written by a thread while the next batches are validated (pyarrow writes without
-the GIL), so the Parquet write overlaps the casts instead of following them.
+appended to the Parquet writer; memory stays at a few batches whatever the file size.
 Key duplicates within the file are found afterwards: when the key values are small enough to
 keep (`KEY_CHECK_BYTES`), a hash aggregate over them says whether any repeats; DuckDB over the
 staged Parquet finds which (and answers alone for larger files).
@@ -12,7 +10,6 @@ staged Parquet finds which (and answers alone for larger files).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,8 +27,9 @@ from values.identifiers import column_name, quote_ident
 from values.tables import TableTarget
 
 QUARANTINE_SAMPLE = 5  # bad rows quoted in an error message
-ROW_GROUP_ROWS = 128 * 1024  # rows buffered per Parquet row group
-KEY_CHECK_BYTES = 32 << 20  # key values kept in memory for the duplicate pre-check (~4M int64 keys)
+ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group
+PRIVATE_SCRATCH_BYTES = 16 << 20  # a staged file this large is checked in a DuckDB of its own (scratch.cursor)
+KEY_CHECK_BYTES = 16 << 20  # key values kept in memory for the duplicate pre-check (~2M int64 keys)
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     reading the rest is wasted work. `keys_per_row`: JSON records (see `plan_header`).
     """
     result = StageResult(path=path)
-    writer: _RowGroups | None = None
+    writer: pq.ParquetWriter | None = None
     key_values = _KeyValues(target.keys)
     plan: HeaderPlan | None = None
     schema: pa.Schema | None = None
@@ -92,68 +90,26 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
             table = _with_lineage(validated.data, lineage)
             if writer is None:
                 schema = table.schema
-                writer = _RowGroups(path, schema)
+                writer = _writer(path, schema)
             pending.append(table.cast(schema) if table.schema != schema else table)
             key_values.add(pending[-1])
             pending_rows += table.num_rows
             result.rows_staged += table.num_rows
             if pending_rows >= ROW_GROUP_ROWS:  # few, large row groups: cheaper to write and to load
-                writer.write(pa.concat_tables(pending), background=True)
+                writer.write_table(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
             if len(result.bad_rows) > max_bad_records:
                 break
         if writer is not None and pending:
-            writer.write(pa.concat_tables(pending), background=False)
+            writer.write_table(pa.concat_tables(pending))
         if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
-            writer = _RowGroups(path, _empty_schema(target, lineage))
+            writer = _writer(path, _empty_schema(target, lineage))
     finally:
         if writer is not None:
             writer.close()
     result.bad_rows.sort(key=lambda b: b.row)
     result.keys_repeat = key_values.repeat()
     return result
-
-
-class _RowGroups:
-    """The staged file's Parquet writer; a row group may be written by a thread (one at a time).
-
-    The thread's error is raised by the next `write` or by `close`; `close` always waits for the
-    thread first, so the file is never closed while a row group is being written.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = _writer(path, schema)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def write(self, table: pa.Table, *, background: bool) -> None:
-        self._wait()
-        if not background:
-            self._writer.write_table(table)
-            return
-
-        def run() -> None:
-            try:
-                self._writer.write_table(table)
-            except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread by _wait
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="caf-parquet-write", daemon=True)
-        self._thread.start()
-
-    def _wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def close(self) -> None:
-        try:
-            self._wait()
-        finally:
-            self._writer.close()
 
 
 class _KeyValues:
@@ -237,7 +193,8 @@ def duplicate_keys(path: Path, keys: tuple[str, ...], *, repeat: bool | None = N
         f"  SELECT _source_row, {cols}, min(_source_row) OVER (PARTITION BY {cols}) AS first_row"
         f"  FROM read_parquet(?)) WHERE _source_row <> first_row ORDER BY _source_row"
     )
-    with scratch.cursor() as conn:
+    large = path.stat().st_size > PRIVATE_SCRATCH_BYTES
+    with scratch.cursor(private=large) as conn:
         # Cheap aggregate first: the window query below only runs when a key repeats.
         repeated = repeat or conn.execute(
             f"SELECT 1 FROM read_parquet(?) GROUP BY {cols} HAVING count(*) > 1 LIMIT 1", [str(path)]).fetchone()

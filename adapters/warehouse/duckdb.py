@@ -36,7 +36,7 @@ _FROM_DUCKDB = {v: k for k, v in DUCKDB_TYPES.items() if k != "BIGNUMERIC"} | {
     "DECIMAL(18,3)": "NUMERIC",
 }
 # Bounded memory: DuckDB spills to its temp directory instead of growing past this.
-DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "160MB", "preserve_insertion_order": "false"}
+DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "128MB", "preserve_insertion_order": "false"}
 _PARAM = re.compile(r"(?<![:@\w])[@$](\w+)")
 IDLE_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 5.0

@@ -1,4 +1,4 @@
-"""The stage step on real files: row groups written by a thread, the in-file key-duplicate check."""
+"""The stage step on real files: row groups, the in-file key-duplicate check."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = ()) -> StageResult:
                              lineage=lineage, path=tmp_path / "staged.parquet", max_bad_records=0)
 
 
-def test_every_row_is_staged_in_order_across_row_groups_written_by_a_thread(tmp_path: Path, monkeypatch) -> None:
+def test_every_row_is_staged_in_order_across_row_groups(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(stage, "ROW_GROUP_ROWS", 5)
     body = "".join(f"{i},c{i},2026-01-{i % 28 + 1:02d},{i}.5\n" for i in range(1, 61))
     result = staged(tmp_path, "id,code,day,amount\n" + body)
@@ -64,3 +64,16 @@ def test_too_many_key_values_to_keep_are_left_to_duckdb(tmp_path: Path, monkeypa
     result = staged(tmp_path, KEYED + "5,x,2026-02-01,1\n", ("id",))
     assert result.keys_repeat is None
     assert [b.row for b in duplicate_keys(result.path, ("id",), repeat=result.keys_repeat)] == [31]
+
+
+def test_a_large_staged_file_is_checked_in_a_duckdb_of_its_own(tmp_path: Path, monkeypatch) -> None:
+    # The shared scratch database keeps what a large query allocated; a large file's check must
+    # not leave that in the process for the warehouse load that follows.
+    from pipeline import scratch
+
+    result = staged(tmp_path, KEYED + "5,x,2026-02-01,1\n", ("amount", "id"))
+    shared = duplicate_keys(result.path, ("amount", "id"))
+    monkeypatch.setattr(stage, "PRIVATE_SCRATCH_BYTES", 0)
+    monkeypatch.setitem(scratch._state, "conn", None)
+    assert duplicate_keys(result.path, ("amount", "id")) == shared
+    assert scratch._state["conn"] is None  # the shared database was not opened
