@@ -4,7 +4,10 @@
     python -m benchmarks.ingest_csv --rows 10000000     (≈ 1 GB: the streaming / memory check)
 
 Each contender runs in its own process so its peak RSS is its own. Printed side by side:
-seconds, rows/s, peak RSS, and the ratio pipeline / DuckDB (target ≤ 2.0×, RSS ≤ 400 MB).
+seconds, rows/s, peak RSS, and the ratio pipeline / DuckDB (target ≤ 1.5×, RSS ≤ 350 MB).
+In-process means a warm instance: each contender's libraries are imported before its clock
+starts (DuckDB's `import duckdb`; the handler's pyarrow, numpy, DuckDB and pipeline modules,
+which it imports on first use). Cold start is what the whole-process figure measures.
 """
 
 from __future__ import annotations
@@ -106,12 +109,22 @@ def run_pipeline(csv: Path, fmt: str = "csv") -> dict:
         sync_definition(session=session, definition=parse_definition(WORK / "table.yaml"))
     info = deps.storage.put_file("landing", f"bench/events/{csv.name}", csv)
     ref = ObjectRef(bucket=info.bucket, name=info.name, generation=info.generation, size=info.size)
+    warm_imports()
     start = time.perf_counter()
     raw_file.handle(ref, deps)
     seconds = time.perf_counter() - start
     rows = deps.warehouse.count_rows("bench", "events")
     deps.close()
     return {"seconds": seconds, "rows": rows}
+
+
+def warm_imports() -> None:
+    """What a warm instance has imported already: the modules the handler imports on first use."""
+    import duckdb  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from pipeline import ingest, scratch, steps  # noqa: F401
+    from pipeline.readers import csv  # noqa: F401
 
 
 def child(which: str, csv: Path) -> None:
