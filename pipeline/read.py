@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
 
@@ -85,14 +85,16 @@ def _translated(batches: Iterator[SourceBatch], name: str) -> Iterator[SourceBat
 
 
 _DONE = object()
+T = TypeVar("T")
 
 
-def _read_ahead(batches: Iterator[SourceBatch], depth: int = 2) -> Iterator[SourceBatch]:
+def _read_ahead(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Parse the next batches in a thread while the caller validates and writes this one.
 
     pyarrow parses without the GIL, so reading overlaps the caller's work on a second core.
     Batches and errors arrive in file order, exactly as without the thread. Closing this
     generator (the caller stops early) stops the thread after the batch it is parsing.
+    (Generic: the stage step runs its validation ahead of the Parquet writer the same way.)
     """
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()

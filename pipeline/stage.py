@@ -10,7 +10,7 @@ staged Parquet finds which (and answers alone for larger files).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,36 +58,34 @@ class StageResult:
 
 def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column_map: dict[str, str],
                   allow_new_columns: bool, header: bool, lineage: Lineage, path: Path,
-                  max_bad_records: int, keys_per_row: bool = False) -> StageResult:
+                  max_bad_records: int, keys_per_row: bool = False, overlap: bool = False) -> StageResult:
     """Validate and write every batch to `path` (Parquet); collects bad rows.
 
     Stops early (returns) as soon as bad rows exceed `max_bad_records`: the file will fail and
     reading the rest is wasted work. `keys_per_row`: JSON records (see `plan_header`).
+    `overlap` (files of more than one block): batches are validated in a thread, one ahead of
+    the Parquet writer (the casts and the write then use both cores; results, errors and bad
+    rows arrive in file order as without it).
     """
     result = StageResult(path=path)
     writer: pq.ParquetWriter | None = None
     key_values = _KeyValues(target.keys)
-    plan: HeaderPlan | None = None
     schema: pa.Schema | None = None
     pending: list[pa.Table] = []
     pending_rows = 0
+    items = _validated(batches, target=target, column_map=column_map, allow_new_columns=allow_new_columns,
+                       header=header, keys_per_row=keys_per_row, lineage=lineage)
+    if overlap:
+        from pipeline.read import _read_ahead
+
+        items = _read_ahead(items, depth=1)
     try:
-        for batch in batches:
-            if plan is None:
-                try:
-                    plan = plan_header(batch.columns, target, column_map=column_map,
-                                       allow_new_columns=allow_new_columns, header=header,
-                                       keys_per_row=keys_per_row)
-                except PermanentError as exc:
-                    if batch.note:  # e.g. which sheet of several was read
-                        raise PermanentError(f"{exc}; {batch.note}") from exc
-                    raise
-                result.new_columns = list(plan.new_columns)
-            result.rows_read += batch.data.num_rows + len(batch.bad_rows)
-            result.bad_rows.extend(batch.bad_rows)
-            validated = validate_batch(batch, plan, target)
-            result.bad_rows.extend(validated.bad_rows)
-            table = _with_lineage(validated.data, lineage)
+        for item in items:
+            if item.new_columns is not None:
+                result.new_columns = item.new_columns
+            result.rows_read += item.rows_read
+            result.bad_rows.extend(item.bad_rows)
+            table = item.table
             if writer is None:
                 schema = table.schema
                 writer = _writer(path, schema)
@@ -105,11 +103,50 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
         if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
             writer = _writer(path, _empty_schema(target, lineage))
     finally:
+        items.close()  # stops the validation thread (and the reader's) when the loop ended early
         if writer is not None:
             writer.close()
     result.bad_rows.sort(key=lambda b: b.row)
     result.keys_repeat = key_values.repeat()
     return result
+
+
+@dataclass
+class _Validated:
+    table: pa.Table
+    """The batch's good rows, typed, with lineage."""
+    bad_rows: list[BadRow]
+    """The reader's bad rows of the batch, then the validator's."""
+    rows_read: int
+    new_columns: list[str] | None = None
+    """On the first batch: the file's columns added to the table (allow_new_columns)."""
+
+
+def _validated(batches: Iterator[SourceBatch], *, target: TableTarget, column_map: dict[str, str],
+               allow_new_columns: bool, header: bool, keys_per_row: bool,
+               lineage: Lineage) -> Generator[_Validated, None, None]:
+    plan: HeaderPlan | None = None
+    try:
+        for batch in batches:
+            new_columns = None
+            if plan is None:
+                try:
+                    plan = plan_header(batch.columns, target, column_map=column_map,
+                                       allow_new_columns=allow_new_columns, header=header,
+                                       keys_per_row=keys_per_row)
+                except PermanentError as exc:
+                    if batch.note:  # e.g. which sheet of several was read
+                        raise PermanentError(f"{exc}; {batch.note}") from exc
+                    raise
+                new_columns = list(plan.new_columns)
+            validated = validate_batch(batch, plan, target)
+            yield _Validated(table=_with_lineage(validated.data, lineage),
+                             bad_rows=[*batch.bad_rows, *validated.bad_rows],
+                             rows_read=batch.data.num_rows + len(batch.bad_rows), new_columns=new_columns)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 class _KeyValues:

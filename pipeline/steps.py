@@ -132,6 +132,7 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *,
             read_batches(stream, options, name=ref.name), target=table.target, column_map=table.column_map,
             allow_new_columns=table.allow_new_columns, header=options.header, lineage=lineage, path=path,
             max_bad_records=table.max_bad_records, keys_per_row=options.format in ("ndjson", "json"),
+            overlap=options.read_ahead,
         )
     pa.default_memory_pool().release_unused()  # hand batch buffers back before the load
     staged = Staged(local_path=path, staged_uri=None, rows_read=result.rows_read, rows_staged=result.rows_staged,

@@ -17,7 +17,9 @@ from values.tables import Column, TableTarget
 COLUMNS = (Column("id", "INT64"), Column("code", "STRING"), Column("day", "DATE"), Column("amount", "FLOAT64"))
 
 
-def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = ()) -> StageResult:
+def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = (), *, overlap: bool = False,
+           max_bad_records: int = 0) -> StageResult:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     source = tmp_path / "in.csv"
     source.write_text(csv)
     target = TableTarget("sales", "orders", COLUMNS, keys=keys)
@@ -26,13 +28,15 @@ def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = ()) -> StageResult:
         # 64-byte blocks: a few rows per batch, so that rows and keys span many batches.
         batches = read_batches(stream, SourceOptions(format="csv", block_size=64), name=source.name)
         return stage_batches(batches, target=target, column_map={}, allow_new_columns=False, header=True,
-                             lineage=lineage, path=tmp_path / "staged.parquet", max_bad_records=0)
+                             lineage=lineage, path=tmp_path / "staged.parquet", max_bad_records=max_bad_records,
+                             overlap=overlap)
 
 
-def test_every_row_is_staged_in_order_across_row_groups(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_every_row_is_staged_in_order_across_row_groups(tmp_path: Path, monkeypatch, overlap: bool) -> None:
     monkeypatch.setattr(stage, "ROW_GROUP_ROWS", 5)
     body = "".join(f"{i},c{i},2026-01-{i % 28 + 1:02d},{i}.5\n" for i in range(1, 61))
-    result = staged(tmp_path, "id,code,day,amount\n" + body)
+    result = staged(tmp_path, "id,code,day,amount\n" + body, overlap=overlap)
     parquet = pq.ParquetFile(result.path)
     assert result.rows_staged == 60 and parquet.metadata.num_row_groups > 5
     table = parquet.read()
@@ -77,3 +81,26 @@ def test_a_large_staged_file_is_checked_in_a_duckdb_of_its_own(tmp_path: Path, m
     monkeypatch.setitem(scratch._state, "conn", None)
     assert duplicate_keys(result.path, ("amount", "id")) == shared
     assert scratch._state["conn"] is None  # the shared database was not opened
+
+
+@pytest.mark.parametrize("max_bad_records", [0, 3, 100])
+def test_validating_ahead_of_the_writer_gives_the_same_rows_bad_rows_and_early_stop(
+        tmp_path: Path, max_bad_records: int) -> None:
+    # Bad values spread over many batches; with a low max_bad_records the stage stops early.
+    body = "".join(f"{i},c{i},{'2026-13-01' if i % 9 == 0 else '2026-01-01'},{i}\n" for i in range(1, 91))
+    csv = "id,code,day,amount\n" + body + "91,x,2026-01-01,1,extra\n"
+    plain = staged(tmp_path / "plain", csv, overlap=False, max_bad_records=max_bad_records)
+    ahead = staged(tmp_path / "ahead", csv, overlap=True, max_bad_records=max_bad_records)
+    assert (ahead.rows_read, ahead.rows_staged) == (plain.rows_read, plain.rows_staged)
+    assert [(b.row, b.reason) for b in ahead.bad_rows] == [(b.row, b.reason) for b in plain.bad_rows]
+    assert pq.read_table(ahead.path).drop_columns(["_ingested_at"]).equals(
+        pq.read_table(plain.path).drop_columns(["_ingested_at"]))
+    assert (len(plain.bad_rows) == 11) is (max_bad_records > 11)  # 10 bad dates and a ragged row
+
+
+def test_an_error_in_a_later_batch_reaches_the_caller_through_the_validation_thread(tmp_path: Path) -> None:
+    from errors import PermanentError
+
+    body = "".join(f"{i},c{i},2026-01-01,{i}\n" for i in range(1, 60))
+    with pytest.raises(PermanentError, match="unterminated quote"):
+        staged(tmp_path, "id,code,day,amount\n" + body + '60,"open,2026-01-01,1\n', overlap=True)
