@@ -159,12 +159,12 @@ def lock_object_name(*, session: Session, bucket: str, name: str) -> None:
 
 def newer_generation_loaded(*, session: Session, bucket: str, name: str, generation: int) -> int | None:
     """The newest SUCCESS generation above `generation` of the same object name, if any."""
-    return session.scalar(
-        select(func.max(File.generation)).where(
-            File.bucket == bucket, File.name == name, File.generation > generation,
-            File.status == "SUCCESS", File.rows_loaded.is_not(None),
-        )
-    )
+    return session.execute(_NEWER_LOADED, {"bucket": bucket, "name": name, "generation": generation}).scalar()
+
+
+_NEWER_LOADED = text(
+    "SELECT max(generation) FROM files WHERE bucket = :bucket AND name = :name AND generation > :generation"
+    " AND status = 'SUCCESS' AND rows_loaded IS NOT NULL")
 
 
 def newer_and_generation_ids(*, session: Session, bucket: str, name: str,

@@ -225,14 +225,19 @@ def physical_owner(*, session: Session, dataset: str, table: str, tenant_id: str
     from database.tenancy import tenant_dataset
 
     wanted = f"{tenant_dataset(dataset, tenant_id, per_tenant=per_tenant_datasets)}.{table}".lower()
-    query = select(Table.tenant_id, Domain.name, Table.name).join(Domain).where(Table.tenant_id != tenant_id)
-    if before is not None:
-        query = query.where(Table.id < before)
-    for owner, ds, name in session.execute(query.order_by(Table.id)):
+    # Only registrations with the same table name can map to the same physical table.
+    rows = session.execute(_SAME_NAME_ELSEWHERE, {"tenant": tenant_id, "table": table, "before": before})
+    for owner, ds, name in rows:
         physical = f"{tenant_dataset(ds, owner, per_tenant=per_tenant_datasets)}.{name}"
         if physical.lower() == wanted:
             return owner, physical
     return None
+
+
+_SAME_NAME_ELSEWHERE = text(
+    "SELECT t.tenant_id, d.name, t.name FROM tables t JOIN domain d ON d.id = t.domain_id"
+    " WHERE t.tenant_id <> :tenant AND lower(t.name) = lower(:table)"
+    " AND (CAST(:before AS integer) IS NULL OR t.id < CAST(:before AS integer)) ORDER BY t.id")
 
 
 def check_owner(*, session: Session, table: RegisteredTable, tenant_id: str, per_tenant_datasets: bool) -> None:
