@@ -61,31 +61,41 @@ def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[S
 def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
     line, row = 1, 1
     text_columns: dict[str, int] = {}  # string columns pyarrow reads as timestamps (see _fast)
-    for block, fast in _parsed_ahead(_blocks(chunks, options, name), text_columns):
-        if fast is not None:
-            fast.first_row = row
-        batch = fast if fast is not None else _slow(block, line, row, name)
-        if batch.data.num_rows or batch.bad_rows:
-            yield batch
-        line += block.count(b"\n")
-        row += batch.data.num_rows + len(batch.bad_rows)
+    try:
+        for block, fast in _parsed_ahead(_blocks(chunks, options.max_field_bytes), text_columns):
+            if fast is not None:
+                batch = fast
+                batch.first_row = row
+                # one row per line: the newlines are known without counting them
+                line += batch.data.num_rows - (0 if block.endswith(b"\n") else 1)
+            else:
+                batch = _slow(block, line, row, name)
+                line += block.count(b"\n")
+            if batch.data.num_rows or batch.bad_rows:
+                yield batch
+            row += batch.data.num_rows + len(batch.bad_rows)
+    except _LineTooLong:  # raised after every block before the line: `line` is where it starts
+        raise SourceError(f"{name}: line {line} is longer than max_field_bytes ({options.max_field_bytes} "
+                          "bytes)") from None
 
 
-def _blocks(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[bytes]:
-    """The content in blocks of whole lines (the last one may lack its newline)."""
+class _LineTooLong(Exception):
+    """No newline within max_field_bytes; `_ndjson` knows the line number."""
+
+
+def _blocks(chunks: Iterator[bytes], max_line: int) -> Iterator[bytes]:
+    """The content in blocks of whole lines (the last one may lack its newline), each copied once."""
     carry = b""
-    line = 1
     for chunk in chunks:
-        buffer = carry + chunk
-        cut = buffer.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            carry = buffer
-            if len(carry) > options.max_field_bytes:
-                raise SourceError(f"{name}: line {line} is longer than max_field_bytes "
-                                  f"({options.max_field_bytes} bytes)")
+            carry += chunk
+            if len(carry) > max_line:
+                raise _LineTooLong
             continue
-        block, carry = buffer[: cut + 1], buffer[cut + 1:]
-        line += block.count(b"\n")
+        whole = not carry and cut == len(chunk) - 1  # the chunk ends at a line end: no copy
+        block = chunk if whole else b"".join((carry, memoryview(chunk)[: cut + 1]))
+        carry = chunk[cut + 1:]
         yield block
     if carry:
         yield carry

@@ -101,3 +101,19 @@ def test_a_fraction_float64_cannot_hold_keeps_all_its_digits(tmp_path: Path) -> 
         batches = list(read_batches(stream, SourceOptions(format="ndjson"), name=path.name))
     values = [v["n"] for b in batches for v in b.data.to_pylist()]
     assert [str(v) for v in values] == ["0.5", "0.10000000000000001", "2"]
+
+
+def test_line_numbers_after_blocks_read_by_pyarrow(tmp_path: Path) -> None:
+    """Lines of blocks pyarrow read are counted from their rows: a malformed line and a line over
+    max_field_bytes after many such blocks still name their own line."""
+    good = b"".join(b'{"i": %d, "s": "x"}\n' % i for i in range(1, 301))
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(good + b'{"i": oops}\n' + good)
+    with path.open("rb") as stream:
+        batches = list(read_batches(stream, SourceOptions(format="ndjson", block_size=256), name=path.name))
+    reasons = [(r.row, r.reason.split(":")[0]) for b in batches for r in b.bad_rows]
+    assert reasons == [(301, "line 301 is not valid JSON")]
+    path.write_bytes(good + b'{"s": "' + b"y" * 5000 + b'"}\n')
+    with path.open("rb") as stream, pytest.raises(SourceError, match=r"line 301 is longer than max_field_bytes"):
+        list(read_batches(stream, SourceOptions(format="ndjson", block_size=256, max_field_bytes=1000),
+                          name=path.name))
