@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks.ingest_csv import ROOT, WORK, generate
 
@@ -105,19 +104,8 @@ def child(which: str, kind: str, path: Path) -> None:
         result = run_native(kind, path)
     else:
         from benchmarks.ingest_csv import run_pipeline
-        from handlers import raw_file
 
-        handle, cpu = raw_file.handle, {}
-
-        def timed(*args: Any) -> Any:  # CPU seconds of every thread, over what `seconds` times
-            start = time.process_time()
-            try:
-                return handle(*args)
-            finally:
-                cpu["cpu"] = time.process_time() - start
-
-        raw_file.handle = timed  # type: ignore[assignment]
-        result = run_pipeline(path, kind.removesuffix(".gz")) | cpu
+        result = run_pipeline(path, kind.removesuffix(".gz"))  # CPU seconds over the timed handler too
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
