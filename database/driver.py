@@ -8,9 +8,10 @@ Describe (portal), Execute, Sync — with errors reported once, at the Sync, exa
 (the server skips the rest of the flight after an error); the `begin transaction` pg8000 sends
 before a transaction's first statement travels in that statement's flight. Each distinct
 statement is prepared (a named Parse) the first time a connection runs it and only bound and
-executed afterwards: the server's parse and analysis, a good part of its work for the short
-statements here, happen once per connection; each execution is still planned with its values
-(`plan_cache_mode = force_custom_plan`), exactly as the unnamed statement was. `install` applies that to every
+executed afterwards (its row description kept from the first run): the server's parse and
+analysis, a good part of its work for the short statements here, happen once per connection;
+each execution is still planned with its values (`plan_cache_mode = force_custom_plan`),
+exactly as the unnamed statement was. `install` applies all of this to every
 connection of an engine, whatever creates it (a URL, or the Cloud SQL connector), and replaces
 the per-checkout ping by one that runs only when the connection sat idle for a while: a
 connection that died in the middle of a burst fails its statement, which is a TransientError
@@ -28,6 +29,7 @@ import functools
 import time
 import types
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,30 +46,33 @@ _BEGIN = "begin transaction"  # what pg8000's cursor sends (simple protocol) bef
 def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
     """pg8000 `CoreConnection.execute_unnamed`, sent as one flight of a statement prepared once per connection.
 
-    First use: Parse (named) + Bind + Describe + Execute + Sync; later uses skip the Parse, so
-    the server neither parses nor analyses the text again (and may keep a generic plan).
+    First use: Parse (named) + Bind + Describe + Execute + Sync, and the row description is
+    kept; later uses send only Bind + Execute + Sync: the server neither parses nor analyses
+    the text again, nor describes its rows.
     """
     from pg8000 import core
 
     if stream is not None:  # COPY: pg8000's own exchange (rare; not worth a second protocol path)
         _read_replies(self, None)
         return core.CoreConnection.execute_unnamed(self, statement, vals=vals, oids=oids, stream=stream)
-    prepared: OrderedDict[tuple[str, tuple[int, ...]], bytes] = self.__dict__.setdefault(
+    prepared: OrderedDict[tuple[str, tuple[int, ...]], _Prepared] = self.__dict__.setdefault(
         "_caf_prepared", OrderedDict())
     key = (statement, tuple(oids))
-    name = prepared.get(key)
-    fresh = name is None
-    if name is None:
+    known = prepared.get(key)
+    context = core.Context(statement)
+    if known is None:
         while len(prepared) >= MAX_PREPARED_PER_CONNECTION:  # the least recently used goes
-            self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1])
+            self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1].name)
         self._caf_parses = getattr(self, "_caf_parses", 0) + 1
         name = f"caf_{self._caf_parses}".encode("ascii") + core.NULL_BYTE
         self.send_PARSE(name, statement, oids)
+        self.send_BIND(name, core.make_params(self.py_types, vals))
+        self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
     else:
         prepared.move_to_end(key)
-    context = core.Context(statement)
-    self.send_BIND(name, core.make_params(self.py_types, vals))
-    self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
+        self.send_BIND(known.name, core.make_params(self.py_types, vals))
+        if known.columns is not None:  # what the Describe of the first run said
+            context.columns, context.input_funcs, context.rows = known.columns, known.input_funcs, []
     self.send_EXECUTE()
     core._write(self._sock, core.SYNC_MSG)
     try:
@@ -76,9 +81,16 @@ def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any 
         if _sqlstate(exc) == "0A000":  # "cached plan must not change result type": a migration ran meanwhile
             prepared.clear()  # prepare everything again; this statement's transaction failed (a retry works)
         raise
-    if fresh:  # (a failed flight may leave its statement on the server: its name is unique, never reused)
-        prepared[key] = name
+    if known is None:  # (a failed flight may leave its statement on the server: its name is unique, never reused)
+        prepared[key] = _Prepared(name, context.columns, context.input_funcs)
     return context
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: bytes
+    columns: Any  # pg8000's row description (None: the statement returns no rows)
+    input_funcs: Any
 
 
 def _sqlstate(exc: Exception) -> str | None:
