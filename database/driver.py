@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 IDLE_BEFORE_PING_SECONDS = 10.0
 MAX_PREPARED_PER_CONNECTION = 256  # distinct statements kept prepared on one connection (LRU)
+PLAN_EVERY_EXECUTION = "SET plan_cache_mode = force_custom_plan"
 _CHECKED_IN = "caf_checked_in"
 
 
@@ -60,6 +61,14 @@ def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any 
     key = (statement, tuple(oids))
     known = prepared.get(key)
     context = core.Context(statement)
+    if getattr(self, "_caf_unprepared", False):  # the unnamed statement, parsed and described every time
+        self.send_PARSE(core.NULL_BYTE, statement, oids)
+        self.send_BIND(core.NULL_BYTE, core.make_params(self.py_types, vals))
+        self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
+        self.send_EXECUTE()
+        core._write(self._sock, core.SYNC_MSG)
+        _read_replies(self, context)
+        return context
     if known is None:
         while len(prepared) >= MAX_PREPARED_PER_CONNECTION:  # the least recently used goes
             self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1].name)
@@ -151,6 +160,7 @@ def install(engine: Engine) -> None:
     The engine must be created with `pool_pre_ping=False`; the checkout ping here replaces it.
     """
     from pg8000 import legacy
+    from pg8000.exceptions import DatabaseError
     from sqlalchemy import event
     from sqlalchemy import exc as sa_exc
 
@@ -162,8 +172,12 @@ def install(engine: Engine) -> None:
         dbapi_connection.execute_simple = types.MethodType(_execute_simple, dbapi_connection)
         # Plan every execution with its values, as an unnamed statement is: a generic plan would
         # change what some statements mean (ON CONFLICT on a partial index whose predicate is
-        # parameterised cannot be inferred without the values). Parsing is still saved.
-        dbapi_connection.execute_simple("SET plan_cache_mode = force_custom_plan")
+        # parameterised cannot be inferred without the values). Parsing is still saved. A server
+        # without the setting (PostgreSQL < 12) gets unnamed statements, parsed every time.
+        try:
+            dbapi_connection.execute_simple(PLAN_EVERY_EXECUTION)
+        except DatabaseError:
+            dbapi_connection._caf_unprepared = True
         record.info[_CHECKED_IN] = time.monotonic()
 
     @event.listens_for(engine, "checkin")

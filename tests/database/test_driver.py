@@ -228,3 +228,17 @@ def test_a_non_durable_unit_of_work_never_makes_the_next_one_non_durable(tuned) 
         assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
     with unit_of_work(sessions) as session:  # e.g. the file's final status: waits for its WAL flush
         assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+
+
+def test_a_server_that_cannot_plan_every_execution_gets_unnamed_statements(database_url, monkeypatch) -> None:
+    monkeypatch.setattr(driver, "PLAN_EVERY_EXECUTION", "SET caf_no_such_setting_anywhere = 1")  # as on < 12
+    eng = create_engine(database_url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    driver.install(eng)
+    try:
+        with eng.connect() as conn:
+            for i in range(7):  # past the five executions after which a generic plan could be chosen
+                assert conn.execute(text("SELECT CAST(:x AS int) + 1"), {"x": i}).scalar() == i + 1
+            assert prepared_here(conn) == []
+            assert conn.connection.dbapi_connection._transaction_status == b"T"
+    finally:
+        eng.dispose()
