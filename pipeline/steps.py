@@ -150,7 +150,9 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *,
         staged.quarantine_uri = deps.storage.uri(ref.bucket, q_name)
     if staged.rows_rejected <= table.max_bad_records:
         s_name = staging_name(cfg.staging_prefix, table, file_id, ref.generation)
-        deps.storage.put_file(ref.bucket, s_name, path, "application/vnd.apache.parquet")
+        # Moved, not copied, into a local bucket (the load then reads it there); uploaded to GCS.
+        deps.storage.put_file(ref.bucket, s_name, path, "application/vnd.apache.parquet", move=True)
+        staged.local_path = deps.storage.local_path(ref.bucket, s_name) or path
         staged.staged_uri = deps.storage.uri(ref.bucket, s_name)
     return staged
 

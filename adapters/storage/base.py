@@ -37,7 +37,12 @@ class ObjectStorage(Protocol):
         """A binary stream of the object; raises ObjectNotFound if that version is gone."""
         ...
 
-    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo: ...
+    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None, *,
+                 move: bool = False) -> ObjectInfo:
+        """Store the file at `path` as the object. `move`: the caller gives `path` up — a local
+        adapter renames it into the bucket when it can (no copy, no MD5: `md5` is None and `stat`
+        computes it); a remote one uploads it as usual and leaves it in place."""
+        ...
 
     def put_bytes(self, bucket: str, name: str, data: bytes, content_type: str | None = None) -> ObjectInfo: ...
 

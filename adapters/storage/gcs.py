@@ -121,8 +121,9 @@ class GcsStorage:
             raise _translate(exc, "list", bucket, prefix + "*") from exc
 
     # -- writes ---------------------------------------------------------------------------
-    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
-        blob = self.client.bucket(bucket).blob(name)
+    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None, *,
+                 move: bool = False) -> ObjectInfo:
+        blob = self.client.bucket(bucket).blob(name)  # `move`: nothing to save remotely, the file stays
         try:
             blob.upload_from_filename(str(path), content_type=content_type)
         except FileNotFoundError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import tempfile
@@ -80,9 +81,17 @@ class LocalStorage:
         return found
 
     # -- writes ---------------------------------------------------------------------------
-    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+    def put_file(self, bucket: str, name: str, path: Path, content_type: str | None = None, *,
+                 move: bool = False) -> ObjectInfo:
         target = self._path(bucket, name)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            try:  # the same file system: a rename, atomic like the copy below and without reading it
+                os.replace(path, target)
+                return _info(bucket, name, target.stat(), None)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
         # Copy to a temp file then rename: readers never see a half-written object. The MD5 is
         # computed while copying, not by reading the object a second time.
         digest = hashlib.md5(usedforsecurity=False)
@@ -118,7 +127,7 @@ class LocalStorage:
         self._path(bucket, name).unlink(missing_ok=True)
 
 
-def _info(bucket: str, name: str, st: os.stat_result, md5: str) -> ObjectInfo:
+def _info(bucket: str, name: str, st: os.stat_result, md5: str | None) -> ObjectInfo:
     return ObjectInfo(
         bucket=bucket, name=name, generation=st.st_mtime_ns, size=st.st_size, md5=md5,
         updated=datetime.fromtimestamp(st.st_mtime, UTC), content_encoding="gzip" if name.endswith(".gz") else None,

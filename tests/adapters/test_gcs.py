@@ -86,6 +86,13 @@ def test_put_file_then_stat(gcs, tmp_path: Path):
     assert gcs.stat(BUCKET, "in/f.bin").generation == info.generation
 
 
+def test_put_file_given_up_is_uploaded_and_left_in_place(gcs, tmp_path: Path):
+    path = tmp_path / "staged.parquet"
+    path.write_bytes(b"PAR1 staged")
+    info = gcs.put_file(BUCKET, "_staging/s.parquet", path, move=True)
+    assert info.md5 == _md5(b"PAR1 staged") and path.read_bytes() == b"PAR1 staged"  # the caller's file stays
+
+
 def test_put_file_missing_source_is_permanent(gcs, tmp_path: Path):
     with pytest.raises(PermanentError, match="no such file"):
         gcs.put_file(BUCKET, "in/nope", tmp_path / "missing")
