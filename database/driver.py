@@ -59,21 +59,17 @@ def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any 
     prepared: OrderedDict[tuple[str, tuple[int, ...]], _Prepared] = self.__dict__.setdefault(
         "_caf_prepared", OrderedDict())
     key = (statement, tuple(oids))
-    known = prepared.get(key)
+    unprepared = getattr(self, "_caf_unprepared", False)  # the unnamed statement, parsed every time
+    known = None if unprepared else prepared.get(key)
     context = core.Context(statement)
-    if getattr(self, "_caf_unprepared", False):  # the unnamed statement, parsed and described every time
-        self.send_PARSE(core.NULL_BYTE, statement, oids)
-        self.send_BIND(core.NULL_BYTE, core.make_params(self.py_types, vals))
-        self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
-        self.send_EXECUTE()
-        core._write(self._sock, core.SYNC_MSG)
-        _read_replies(self, context)
-        return context
     if known is None:
-        while len(prepared) >= MAX_PREPARED_PER_CONNECTION:  # the least recently used goes
-            self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1].name)
-        self._caf_parses = getattr(self, "_caf_parses", 0) + 1
-        name = f"caf_{self._caf_parses}".encode("ascii") + core.NULL_BYTE
+        if unprepared:
+            name = core.NULL_BYTE
+        else:
+            while len(prepared) >= MAX_PREPARED_PER_CONNECTION:  # the least recently used goes
+                self._send_message(core.CLOSE, core.STATEMENT + prepared.popitem(last=False)[1].name)
+            self._caf_parses = getattr(self, "_caf_parses", 0) + 1
+            name = f"caf_{self._caf_parses}".encode("ascii") + core.NULL_BYTE
         self.send_PARSE(name, statement, oids)
         self.send_BIND(name, core.make_params(self.py_types, vals))
         self._send_message(core.DESCRIBE, core.PORTAL + core.NULL_BYTE)
@@ -90,7 +86,7 @@ def _execute_in_one_flight(self: Any, statement: str, vals: Any = (), oids: Any 
         if _sqlstate(exc) == "0A000":  # "cached plan must not change result type": a migration ran meanwhile
             prepared.clear()  # prepare everything again; this statement's transaction failed (a retry works)
         raise
-    if known is None:  # (a failed flight may leave its statement on the server: its name is unique, never reused)
+    if known is None and not unprepared:  # (a failed flight may leave its statement behind: unique name)
         prepared[key] = _Prepared(name, context.columns, context.input_funcs)
     return context
 
