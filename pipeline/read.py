@@ -52,7 +52,7 @@ def read_batches(stream: BinaryIO, options: SourceOptions, *, name: str) -> Iter
         raise SourceError(f"{name}: skip_rows must be 0 or more, not {options.skip_rows}")
     options = replace(options, format=fmt)
     batches = _translated(_reader(fmt)(stream, options, name), name)
-    return _read_ahead(batches) if options.read_ahead else batches
+    return read_ahead(batches) if options.read_ahead else batches
 
 
 def _reader(fmt: str) -> Any:
@@ -88,7 +88,7 @@ _DONE = object()
 T = TypeVar("T")
 
 
-def _read_ahead(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
+def read_ahead(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Parse the next batches in a thread while the caller validates and writes this one.
 
     pyarrow parses without the GIL, so reading overlaps the caller's work on a second core.

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from errors import PermanentError
+from pipeline.read import read_ahead
 from pipeline.source import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 from values.identifiers import column_name, quote_ident
@@ -76,9 +77,7 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     items = _validated(batches, target=target, column_map=column_map, allow_new_columns=allow_new_columns,
                        header=header, keys_per_row=keys_per_row, lineage=lineage)
     if overlap:
-        from pipeline.read import _read_ahead
-
-        items = _read_ahead(items, depth=1)
+        items = read_ahead(items, depth=1)
     try:
         for item in items:
             if item.new_columns is not None:
