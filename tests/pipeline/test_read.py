@@ -62,6 +62,21 @@ def test_csv_values_are_never_inferred(tmp_path: Path) -> None:
     assert rows(batches) == [(1, {"code": "007", "n": "1e3"})]
 
 
+class Pipe(io.RawIOBase):
+    """A stream that can only be read forward (a socket, a pipe): no seek, no tell."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
 @pytest.mark.parametrize("how", ["seekable", "gzip", "pipe"])
 def test_wide_csv_values_are_never_inferred_in_any_column(tmp_path: Path, how: str) -> None:
     # Wider than the column-type map a file is first opened with: read again, all columns text
@@ -70,19 +85,7 @@ def test_wide_csv_values_are_never_inferred_in_any_column(tmp_path: Path, how: s
     line = ",".join("007" if i % 2 else "1e3" for i in range(width)).encode()
     data = line + b"\n" + line + b"\n"
     if how == "pipe":
-        class Pipe(io.RawIOBase):
-            def __init__(self) -> None:
-                self._data = io.BytesIO(data)
-
-            def readable(self) -> bool:
-                return True
-
-            def readinto(self, buffer: Any) -> int:
-                chunk = self._data.read(len(buffer))
-                buffer[: len(chunk)] = chunk
-                return len(chunk)
-
-        batches = list(read_batches(Pipe(), SourceOptions(format="csv", header=False), name="p"))  # type: ignore[arg-type]
+        batches = list(read_batches(Pipe(data), SourceOptions(format="csv", header=False), name="p"))  # type: ignore[arg-type]
     elif how == "gzip":
         batches = read(write(tmp_path, gzip.compress(data), "f.csv.gz"), gzip=True, header=False)
     else:
@@ -215,18 +218,6 @@ def test_options_are_checked(tmp_path: Path) -> None:
 
 
 def test_non_seekable_stream_still_reads(tmp_path: Path) -> None:
-    class Pipe(io.RawIOBase):
-        def __init__(self, data: bytes) -> None:
-            self._data = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer: Any) -> int:
-            chunk = self._data.read(len(buffer))
-            buffer[: len(chunk)] = chunk
-            return len(chunk)
-
     table = pa.table({"a": [1, 2]})
     sink = io.BytesIO()
     pq.write_table(table, sink)
