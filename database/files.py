@@ -159,12 +159,7 @@ def lock_object_name(*, session: Session, bucket: str, name: str) -> None:
 
 def newer_generation_loaded(*, session: Session, bucket: str, name: str, generation: int) -> int | None:
     """The newest SUCCESS generation above `generation` of the same object name, if any."""
-    return session.execute(_NEWER_LOADED, {"bucket": bucket, "name": name, "generation": generation}).scalar()
-
-
-_NEWER_LOADED = text(
-    "SELECT max(generation) FROM files WHERE bucket = :bucket AND name = :name AND generation > :generation"
-    " AND status = 'SUCCESS' AND rows_loaded IS NOT NULL")
+    return newer_and_generation_ids(session=session, bucket=bucket, name=name, generation=generation)[0]
 
 
 def newer_and_generation_ids(*, session: Session, bucket: str, name: str,
