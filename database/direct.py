@@ -21,6 +21,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+# A transaction whose commit need not wait for its WAL flush: only where a later durable commit of
+# the same flow always follows, or a lost commit is repaired anyway (see `unit_of_work(durable=False)`).
+NOT_DURABLE = "SET LOCAL synchronous_commit = off"
+
 
 class Direct:
     """A pooled pg8000 connection outside any open transaction (see `direct`)."""

@@ -239,7 +239,7 @@ def record_archived(connection: Direct, *, file_id: int, uri: str) -> None:
     durable, so a crash in that fraction of a second loses only this note (a redelivery then
     finds nothing left to move).
     """
-    from database.direct import sql_literal
+    from database.direct import NOT_DURABLE, sql_literal
 
-    connection.script(f"BEGIN; SET LOCAL synchronous_commit = off; UPDATE files SET archived_uri = "
+    connection.script(f"BEGIN; {NOT_DURABLE}; UPDATE files SET archived_uri = "
                       f"{sql_literal(uri)}, updated_at = now() WHERE id = {sql_literal(int(file_id))}; COMMIT")

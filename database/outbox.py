@@ -127,6 +127,7 @@ def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int
     (SKIP LOCKED) and marks the rows, they are published, then the transaction commits. A
     TransientError un-marks the rows not yet published, commits the rest and propagates.
     """
+    from database.direct import NOT_DURABLE
     from errors import TransientError
 
     if not ids:
@@ -135,7 +136,7 @@ def publish_ids(*, connection: Any, publisher: Publisher, ids: list[int]) -> int
     # Not waiting for the WAL flush at commit: if a crash loses the mark, the sweep publishes the
     # event again, and every consumer already takes a message more than once (at-least-once).
     rows = sorted(connection.script(
-        "BEGIN; SET LOCAL synchronous_commit = off;"
+        f"BEGIN; {NOT_DURABLE};"
         " UPDATE outbox SET published_at = now() WHERE id IN (SELECT id FROM outbox"
         f" WHERE id IN ({wanted}) AND published_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
         " RETURNING id, event_type, payload, attributes"), key=lambda r: int(r[0]))

@@ -165,7 +165,9 @@ def unit_of_work(factory: sessionmaker[Session], *, durable: bool = True) -> Ite
         if not durable:
             from sqlalchemy import text
 
-            session.execute(text("SET LOCAL synchronous_commit = off"))
+            from database.direct import NOT_DURABLE
+
+            session.execute(text(NOT_DURABLE))
         yield session
         session.commit()
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
