@@ -18,7 +18,7 @@ COLUMNS = (Column("id", "INT64"), Column("code", "STRING"), Column("day", "DATE"
 
 
 def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = (), *, overlap: bool = False,
-           max_bad_records: int = 0) -> StageResult:
+           max_bad_records: int = 0, block_size: int = 64) -> StageResult:
     tmp_path.mkdir(parents=True, exist_ok=True)
     source = tmp_path / "in.csv"
     source.write_text(csv)
@@ -26,7 +26,7 @@ def staged(tmp_path: Path, csv: str, keys: tuple[str, ...] = (), *, overlap: boo
     lineage = Lineage(file_id=7, batch_id=3, ingested_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     with source.open("rb") as stream:
         # 64-byte blocks: a few rows per batch, so that rows and keys span many batches.
-        batches = read_batches(stream, SourceOptions(format="csv", block_size=64), name=source.name)
+        batches = read_batches(stream, SourceOptions(format="csv", block_size=block_size), name=source.name)
         return stage_batches(batches, target=target, column_map={}, allow_new_columns=False, header=True,
                              lineage=lineage, path=tmp_path / "staged.parquet", max_bad_records=max_bad_records,
                              overlap=overlap)
@@ -46,6 +46,7 @@ def test_every_row_is_staged_in_order_across_row_groups(tmp_path: Path, monkeypa
 
 
 KEYED = "id,code,day,amount\n" + "".join(f"{i},c{i % 7},2026-01-0{i % 3 + 1},{i % 2}\n" for i in range(1, 31))
+RISING_CODES = "id,code,day,amount\n" + "".join(f"{i},k{i:03d},2026-01-01,0\n" for i in range(1, 31))
 
 
 @pytest.mark.parametrize(("csv", "keys"), [
@@ -54,6 +55,14 @@ KEYED = "id,code,day,amount\n" + "".join(f"{i},c{i % 7},2026-01-0{i % 3 + 1},{i 
     (KEYED, ("code", "day")),  # composite: repeats
     (KEYED.replace(",c1,", ",,") + ",,2026-01-01,0\n,,2026-01-01,0\n", ("id", "code")),  # NULL keys repeat too
     (KEYED, ("amount",)),  # a float key: left to DuckDB
+    # A single key rising through the file is known unique as it arrives; anything else is hashed.
+    (KEYED + "30,x,2026-02-01,1\n", ("id",)),  # rising, then the last value again
+    (KEYED + "29,x,2026-02-01,1\n", ("id",)),  # rising, then a step back onto an earlier value
+    (RISING_CODES, ("code",)),  # rising text keys
+    (RISING_CODES + "99,k001,2026-02-01,1\n", ("code",)),  # ... whose first value comes back last
+    ("id,code,day,amount\n" + "".join(f"{i},c,2026-01-01,0\n" for i in range(30, 0, -1)), ("id",)),  # falling
+    (KEYED.replace("\n7,", "\n,"), ("id",)),  # one NULL key: no repeat
+    (KEYED.replace("\n7,", "\n,").replace("\n21,", "\n,"), ("id",)),  # two NULL keys repeat
 ])
 def test_duplicate_keys_known_while_staging_match_duckdb_over_the_staged_file(
         tmp_path: Path, csv: str, keys: tuple[str, ...]) -> None:
@@ -61,6 +70,15 @@ def test_duplicate_keys_known_while_staging_match_duckdb_over_the_staged_file(
     by_duckdb = duplicate_keys(result.path, keys)
     assert duplicate_keys(result.path, keys, repeat=result.keys_repeat) == by_duckdb
     assert result.keys_repeat is (None if keys == ("amount",) else bool(by_duckdb))
+
+
+@pytest.mark.parametrize(("ids", "repeat"), [("1,2,,4,5", False), ("1,2,,4,,6", True)])
+def test_null_keys_inside_one_batch_group_together(tmp_path: Path, ids: str, repeat: bool) -> None:
+    # One batch (large blocks), NULLs between rising values: rising around them proves nothing.
+    csv = "id,code,day,amount\n" + "".join(f"{i},c,2026-01-01,0\n" for i in ids.split(","))
+    result = staged(tmp_path, csv, ("id",), block_size=1 << 20)
+    assert result.keys_repeat is repeat
+    assert bool(duplicate_keys(result.path, ("id",))) is repeat
 
 
 def test_too_many_key_values_to_keep_are_left_to_duckdb(tmp_path: Path, monkeypatch) -> None:
