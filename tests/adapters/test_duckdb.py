@@ -109,3 +109,51 @@ def test_a_load_replaces_the_rows_of_every_earlier_file_id_and_only_those(tmp_pa
     rows = warehouse.query("SELECT _file_id, count(*) FROM sales.orders GROUP BY 1 ORDER BY 1").rows
     assert rows == [(9000, 2), (9001, 3)]
     warehouse.close()
+
+
+def _rows(file_id: int, ids: list[int]) -> object:
+    import pyarrow as pa
+
+    return pa.table({"id": ids, "_file_id": [file_id] * len(ids), "_source_row": list(range(1, len(ids) + 1))})
+
+
+def test_a_pending_append_is_invisible_until_committed_and_never_commits_over_earlier_rows(tmp_path: Path) -> None:
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+    warehouse.ensure_table(TARGET)
+    pending = warehouse.open_append(TARGET)
+    assert pending is not None
+    pending.append(_rows(1, [1, 2]))
+    pending.append(_rows(1, [3]))
+    assert pending.rows == 3 and warehouse.count_rows("sales", "orders") == 0
+    assert pending.commit_if_absent((1,)) is True
+    assert warehouse.count_rows("sales", "orders") == 3
+    # Another attempt at file 1 (its rows are committed already): refused and rolled back.
+    again = warehouse.open_append(TARGET)
+    assert again is not None
+    again.append(_rows(1, [1, 2, 3]))
+    assert again.commit_if_absent((5, 1)) is False
+    again.rollback()  # harmless after the refusal
+    assert warehouse.query("SELECT id, count(*) FROM sales.orders GROUP BY id ORDER BY id").rows == [
+        (1, 1), (2, 1), (3, 1)]
+
+
+def test_a_pending_append_creates_a_missing_table_only_when_it_commits(tmp_path: Path) -> None:
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+    pending = warehouse.open_append(TARGET)
+    assert pending is not None
+    pending.append(_rows(1, [1]))
+    pending.rollback()
+    assert warehouse.table_columns("sales", "orders") is None  # a failed file leaves no table behind
+    pending = warehouse.open_append(TARGET)
+    assert pending is not None
+    pending.append(_rows(1, [1]))
+    assert pending.commit_if_absent((1,)) is True
+    assert warehouse.table_columns("sales", "orders") is not None and warehouse.count_rows("sales", "orders") == 1
+
+
+def test_a_table_lacking_a_column_is_changed_after_staging_not_by_a_pending_append(tmp_path: Path) -> None:
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+    warehouse.ensure_table(TARGET)
+    wider = TableTarget(dataset="sales", table="orders", columns=(Column("id", "INT64"), Column("note", "STRING")))
+    assert warehouse.open_append(wider) is None
+    assert "note" not in (warehouse.table_columns("sales", "orders") or {})
