@@ -199,6 +199,15 @@ def test_typed_numbers() -> None:
     assert reasons(one_column("BOOL", pa.array([0, 1, 2]))) == [(3, "column v: 2 is not a valid BOOL")]
 
 
+def test_decimal_numbers_become_the_nearest_float64() -> None:
+    # JSON numbers arrive as exact decimals (their text); the FLOAT64 must be the double nearest
+    # that text, as every JSON parser gives, whatever scale the batch's decimals were read at.
+    texts = [repr(i / 3) for i in range(1, 2000)] + ["0.1", "1e-7", "12345.6789", "-2.5"]
+    for scale in (17, 20):
+        values = pa.array([Decimal(t).quantize(Decimal(1).scaleb(-scale)) for t in texts], pa.decimal128(38, scale))
+        assert good(one_column("FLOAT64", values)) == [float(t) for t in texts]
+
+
 def test_typed_dates_and_timestamps() -> None:
     stamps = pa.array([dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2, 3)], pa.timestamp("us"))
     result = one_column("DATE", stamps)
