@@ -117,3 +117,32 @@ def test_line_numbers_after_blocks_read_by_pyarrow(tmp_path: Path) -> None:
     with path.open("rb") as stream, pytest.raises(SourceError, match=r"line 301 is longer than max_field_bytes"):
         list(read_batches(stream, SourceOptions(format="ndjson", block_size=256, max_field_bytes=1000),
                           name=path.name))
+
+
+def test_fractions_become_the_decimal_of_their_shortest_text() -> None:
+    """The decimal is computed on the float64 values; it equals the one parsed from Arrow's shortest
+    text of each value (type, scale and every value), and is None where that text has an exponent."""
+    import random
+
+    import pyarrow as pa
+
+    rnd = random.Random(7)
+
+    def number() -> float | None:
+        digits = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 15)))
+        point = rnd.randint(0, len(digits))
+        text = rnd.choice([f"{digits[:point] or 0}.{digits[point:] or 0}", f"0.{'0' * rnd.randint(0, 6)}{digits}",
+                           digits, f"{rnd.random() * 1000:.6f}"])
+        return None if rnd.random() < 0.05 else float(rnd.choice(["", "-"]) + text)
+
+    columns = [[number() for _ in range(rnd.randint(1, 40))] for _ in range(3000)]
+    columns += [[0.0, -0.0, 1e-6, 9999999999.5], [12.5, None], [1e10], [9e-7, 1.0], [0.1, 7163981623.47719]]
+    taken = 0
+    for values in columns:
+        column = pa.chunked_array([pa.array(values, pa.float64())])
+        got, expected = ndjson._as_decimal(column), ndjson._as_decimal_text(column.combine_chunks())
+        assert (got is None) == (expected is None), values
+        if got is not None:
+            assert got.type == expected.type and got.equals(expected), values
+            taken += 1
+    assert taken > 400  # a third of the columns have no exponent: the comparison is not vacuous
