@@ -239,14 +239,43 @@ def ingest(
 
     Exits 1 when a file ends in ERROR, 3 when one could not be loaded after every redelivery.
     """
-    deps = open_deps()
-    infos = [deps.storage.put_file(bucket, f"{prefix}{path.name}", path) for path in files]
+    uploads = _start_uploads(bucket, prefix, files)
+    try:
+        deps = open_deps()
+    except BaseException:
+        if uploads is not None:
+            uploads.discard()
+        raise
+    if uploads is None:
+        infos = [deps.storage.put_file(bucket, f"{prefix}{path.name}", path) for path in files]
+    else:
+        infos = uploads.publish(meanwhile=HANDLER_MODULES)
     rows = deliver_all(infos, deps, title="ingesting")
     if as_json:
         print_json({"files": outcome_json(rows)})
     else:
         print_outcomes(rows, f"ingested {len(rows)} file(s)")
     raise typer.Exit(exit_code(rows))
+
+
+HANDLER_MODULES = ("main", "cloudevents.http", "pipeline.ingest", "pipeline.steps", "pyarrow.parquet", "duckdb")
+"""What the raw-file handler imports on its first file, imported while the files are copied in."""
+
+
+def _start_uploads(bucket: str, prefix: str, files: list[Path]) -> Any:
+    """For a local storage, the files' copies started on a thread (`cli.uploads`); else None."""
+    from adapters.storage.local import LocalStorage
+    from app.deps import get_deps
+
+    deps = get_deps()  # settings only: nothing is connected yet
+    if deps.settings.storage_root is None:  # GCS: its client is built after the database check
+        return None
+    storage = deps.storage
+    if not isinstance(storage, LocalStorage):
+        return None
+    from cli.uploads import Uploads
+
+    return Uploads(storage, bucket, prefix, files)
 
 
 def backfill(

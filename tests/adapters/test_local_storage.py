@@ -1,4 +1,5 @@
-"""The local bucket adapter: a file given up is renamed into the bucket, not copied."""
+"""The local bucket adapter: a file given up is renamed into the bucket, not copied; a copy made ahead
+(`caf ingest`) becomes the object only when published."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.storage.base import ObjectNotFound
 from adapters.storage.local import LocalStorage
 
 
@@ -52,3 +54,59 @@ def test_any_other_rename_failure_is_raised(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "buckets")
     with pytest.raises(FileNotFoundError):
         storage.put_file("landing", "x.parquet", tmp_path / "missing.parquet", move=True)
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_a_copy_made_ahead_is_not_the_object_until_published_and_a_discarded_one_leaves_nothing(
+        tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "buckets")
+    source = tmp_path / "day1.csv"
+    source.write_bytes(b"id\n1\n")
+    pending = storage.copy_in("landing", "sales/day1.csv", source)
+    with pytest.raises(ObjectNotFound):
+        storage.stat("landing", "sales/day1.csv")
+    assert "sales/day1.csv" not in [o.name for o in storage.list("landing")]
+    info = pending.publish()
+    assert (info.name, info.size, info.md5) == ("sales/day1.csv", 5, md5(b"id\n1\n"))
+    assert storage.stat("landing", "sales/day1.csv") == info
+    assert _files(tmp_path / "buckets") == ["landing/sales/day1.csv"]  # no copy left behind
+
+    storage.copy_in("landing", "sales/day2.csv", source).discard()
+    assert _files(tmp_path / "buckets") == ["landing/sales/day1.csv"]
+
+
+def test_a_copy_published_after_another_version_is_the_newer_generation(tmp_path: Path) -> None:
+    """Generations follow publication, as in GCS: a copy made earlier but published later wins,
+    and an event for the version it replaced finds that version gone."""
+    storage = LocalStorage(tmp_path / "buckets")
+    (tmp_path / "a.csv").write_bytes(b"id\n1\n")
+    (tmp_path / "b.csv").write_bytes(b"id\n2\n")
+    early = storage.copy_in("landing", "t/x.csv", tmp_path / "a.csv")
+    other = storage.put_file("landing", "t/x.csv", tmp_path / "b.csv")
+    late = early.publish()
+    assert late.generation > other.generation
+    assert storage.open_read("landing", "t/x.csv", late.generation).read() == b"id\n1\n"
+    with pytest.raises(ObjectNotFound):
+        storage.open_read("landing", "t/x.csv", other.generation)
+
+
+def test_a_file_larger_than_a_copy_chunk_is_copied_whole_with_its_md5(tmp_path: Path, monkeypatch) -> None:
+    from adapters.storage import local
+
+    monkeypatch.setattr(local, "_COPY_CHUNK", 4096)
+    data = os.urandom(3 * 4096 + 17)
+    (tmp_path / "big.bin").write_bytes(data)
+    storage = LocalStorage(tmp_path / "buckets")
+    info = storage.put_file("landing", "big.bin", tmp_path / "big.bin")
+    assert (info.size, info.md5) == (len(data), md5(data))
+    assert storage.local_path("landing", "big.bin").read_bytes() == data
+
+
+def test_a_source_that_cannot_be_read_leaves_no_copy_behind(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "buckets")
+    with pytest.raises(FileNotFoundError):
+        storage.put_file("landing", "t/x.csv", tmp_path / "missing.csv")
+    assert _files(tmp_path / "buckets") == []

@@ -77,3 +77,13 @@ def test_prod_without_google_credentials_is_one_line_naming_the_fix(tmp_path: Pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and "no Google credentials for Cloud Storage" in lines[0]
     assert "gcloud auth application-default login" in lines[1]
+
+
+def test_ingest_with_the_database_unreachable_puts_nothing_in_the_bucket(tmp_path: Path) -> None:
+    """The file is copied while the command starts up, but becomes an object only once the metadata
+    database answered: a failed start leaves the bucket as it was (no object, no copy)."""
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    result = caf("ingest", str(tmp_path / "f.csv"), "--prefix", "sales/", tmp_path=tmp_path,
+                 DATABASE_URL="postgresql+pg8000://caf@127.0.0.1:1/caf")
+    assert result.returncode == 3, result.stderr
+    assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == []
