@@ -32,7 +32,7 @@ def start_worker(ing: Ingest, info, pause_at: str, marker: Path, log: Path) -> s
     spec = {"database_url": settings.database_url, "data_dir": str(settings.data_dir),
             "warehouse_url": settings.warehouse_url, "storage_url": settings.storage_url,
             "bucket": info.bucket, "name": info.name, "generation": info.generation, "size": info.size,
-            "pause_at": pause_at, "marker": str(marker), "block_size_bytes": settings.ingest.block_size_bytes}
+            "pause_at": pause_at, "marker": str(marker)}
     env = {**os.environ, "APP_ENV": "test", "PYTHONPATH": str(PROJECT_ROOT)}
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "tests.reliability.worker", json.dumps(spec)],
@@ -81,34 +81,3 @@ def test_worker_killed_mid_file_then_redelivered_after_the_lease(ing: Ingest, tm
     assert duplicate_lineage(ing, "rel.items") == []
     assert ing.file(first).status == "SUCCESS"
     assert ing.exists(f"archive/{NAME}") and not ing.exists(NAME, BUCKET)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("pause_at", ["appending", "after_append_commit"])
-def test_worker_killed_around_the_commit_of_rows_appended_while_staging(ing: Ingest, tmp_path: Path,
-                                                                      pause_at: str) -> None:
-    """A large file's rows go into the table while it is staged (64 KiB blocks: 20,000 rows are
-    large); killed with them pending, or committed with the status not yet written."""
-    ing.deps.settings = ing.deps.settings.model_copy(
-        update={"ingest": ing.deps.settings.ingest.model_copy(update={"block_size_bytes": 64 << 10})})
-    big = ing.put("rel/items/streamed.csv", items_csv(1001, BIG_ROWS))
-    marker, log = tmp_path / "marker", tmp_path / "worker.log"
-    worker = start_worker(ing, big, pause_at, marker, log)
-    wait_for(marker, worker, log)
-    os.kill(worker.pid, signal.SIGKILL)
-    assert worker.wait(timeout=30) == -signal.SIGKILL
-
-    committed = pause_at == "after_append_commit"
-    assert ing.count("rel.items") == (BIG_ROWS if committed else 0)  # 0: not even the table it was creating
-    assert not committed or duplicate_lineage(ing, "rel.items") == []
-    assert ing.file(big).status == "PROCESSING"
-
-    ing.deps.settings = ing.deps.settings.model_copy(
-        update={"ingest": ing.deps.settings.ingest.model_copy(update={"lease_seconds": 1})})
-    time.sleep(1.1)
-    assert ing.deliver(big) == 200  # taken over: its own appended rows meet the dead attempt's committed ones
-    row = ing.file(big)
-    assert (row.status, row.rows_loaded, row.attempts) == ("SUCCESS", BIG_ROWS, 2), row.error_message
-    ids = ing.deps.warehouse.query("SELECT min(item_id), max(item_id), count(*), count(DISTINCT item_id), "
-                                   "min(_file_id), max(_file_id) FROM rel.items").rows
-    assert ids == [(1001, 1000 + BIG_ROWS, BIG_ROWS, BIG_ROWS, row.id, row.id)]

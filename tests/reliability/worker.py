@@ -81,24 +81,6 @@ def _install(pause_at: str, marker: Path) -> None:
             _hold(marker)
 
         DuckDbWarehouse.load = load  # type: ignore[method-assign]
-    elif pause_at in ("appending", "after_append_commit"):  # a large file's rows appended while staged
-        from adapters.warehouse.duckdb import PendingAppend
-
-        real_append, real_commit = PendingAppend.append, PendingAppend.commit_if_absent
-
-        def append(self: Any, table: Any) -> None:
-            real_append(self, table)
-            if pause_at == "appending":  # rows in the table's transaction, not committed
-                _hold(marker)
-
-        def commit_if_absent(self: Any, file_ids: Any) -> bool:
-            committed = real_commit(self, file_ids)
-            if committed:  # committed; the file's status is not
-                _hold(marker)
-            return committed
-
-        PendingAppend.append = append  # type: ignore[method-assign]
-        PendingAppend.commit_if_absent = commit_if_absent  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown pause point {pause_at!r}")
 
@@ -112,9 +94,6 @@ def main(spec: dict[str, Any]) -> None:
 
     settings = load_settings(database_url=spec["database_url"], data_dir=spec["data_dir"],
                              warehouse_url=spec["warehouse_url"], storage_url=spec["storage_url"])
-    if spec.get("block_size_bytes"):
-        settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(
-            update={"block_size_bytes": spec["block_size_bytes"]})})
     _install(spec["pause_at"], Path(spec["marker"]))
     ref = ObjectRef(bucket=spec["bucket"], name=spec["name"], generation=spec["generation"], size=spec["size"])
     raw_file.handle(ref, Deps(settings))
