@@ -134,23 +134,20 @@ def _ingest(ref: ObjectRef, claim: files_db.Claim, deps: IngestPorts, context: d
         staged = steps.read_and_stage(ref, table, deps, file_id=claim.file_id, batch_id=batch_id,
                                        workdir=Path(tmp), now=deps.clock())
         context["staged"] = staged
-        try:
-            if staged.quarantine_uri:
-                context["quarantine_uri"] = staged.quarantine_uri
-            if staged.rows_rejected > table.max_bad_records:
-                raise TooManyBadRows(
-                    f"{staged.rows_rejected} row(s) rejected, more than max_bad_records={table.max_bad_records}; "
-                    f"nothing loaded. {staged.describe()} — see {staged.quarantine_uri}"
-                )
-            if staged.rows_rejected and not staged.rows_staged:
-                raise AllRowsRejected(
-                    f"all {staged.rows_rejected} row(s) rejected; nothing loaded (max_bad_records="
-                    f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
-                    f"{staged.describe()} — see {staged.quarantine_uri}"
-                )
-            return _load_and_record(ref, claim, table, staged, deps, batch_id, context["tenant"])
-        finally:
-            staged.discard()  # rows appended while staging and not committed by the load (superseded, failed)
+        if staged.quarantine_uri:
+            context["quarantine_uri"] = staged.quarantine_uri
+        if staged.rows_rejected > table.max_bad_records:
+            raise TooManyBadRows(
+                f"{staged.rows_rejected} row(s) rejected, more than max_bad_records={table.max_bad_records}; "
+                f"nothing loaded. {staged.describe()} — see {staged.quarantine_uri}"
+            )
+        if staged.rows_rejected and not staged.rows_staged:
+            raise AllRowsRejected(
+                f"all {staged.rows_rejected} row(s) rejected; nothing loaded (max_bad_records="
+                f"{table.max_bad_records} tolerates some bad rows, not a file without a good one). "
+                f"{staged.describe()} — see {staged.quarantine_uri}"
+            )
+        return _load_and_record(ref, claim, table, staged, deps, batch_id, context["tenant"])
 
 
 def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTable, staged: Any,
@@ -158,8 +155,7 @@ def _load_and_record(ref: ObjectRef, claim: files_db.Claim, table: RegisteredTab
     from pipeline import steps
 
     assert claim.token is not None
-    if staged.pending is None:  # a pending append checked (or created) its table when it began
-        deps.warehouse.ensure_table(steps.target_with_new_columns(table, staged.new_columns))
+    deps.warehouse.ensure_table(steps.target_with_new_columns(table, staged.new_columns))
     with unit_of_work(deps.sessions) as session:
         files_db.lock_object_name(session=session, bucket=ref.bucket, name=ref.name)
         newer, ids = files_db.newer_and_generation_ids(session=session, bucket=ref.bucket, name=ref.name,

@@ -10,13 +10,11 @@ staged Parquet finds which (and answers alone for larger files).
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,9 +26,6 @@ from pipeline.source import SourceBatch
 from pipeline.validate import BadRow, HeaderPlan, plan_header, validate_batch
 from values.identifiers import column_name, quote_ident
 from values.tables import TableTarget
-
-if TYPE_CHECKING:
-    from adapters.warehouse.base import PendingAppend
 
 QUARANTINE_SAMPLE = 5  # bad rows quoted in an error message
 ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group
@@ -56,8 +51,6 @@ class StageResult:
     keys_repeat: bool | None = None
     """Whether a key value repeats within the staged rows; None when not known here (no keys, or
     too many key values to keep in memory): `duplicate_keys` then asks DuckDB."""
-    pending: PendingAppend | None = None
-    """The staged rows, also appended to the warehouse table and not yet committed (`open_append`)."""
 
     @property
     def rows_rejected(self) -> int:
@@ -66,8 +59,7 @@ class StageResult:
 
 def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column_map: dict[str, str],
                   allow_new_columns: bool, header: bool, lineage: Lineage, path: Path,
-                  max_bad_records: int, keys_per_row: bool = False, overlap: bool = False,
-                  open_append: Callable[[list[str]], PendingAppend | None] | None = None) -> StageResult:
+                  max_bad_records: int, keys_per_row: bool = False, overlap: bool = False) -> StageResult:
     """Validate and write every batch to `path` (Parquet); collects bad rows.
 
     Stops early (returns) as soon as bad rows exceed `max_bad_records`: the file will fail and
@@ -75,12 +67,8 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
     `overlap` (files of more than one block): batches are validated in a thread, one ahead of
     the Parquet writer (the casts and the write then use both cores; results, errors and bad
     rows arrive in file order as without it).
-    `open_append` (given the file's new columns, once they are known): a warehouse transaction
-    that receives every row group written, from a thread of its own (`StageResult.pending`;
-    rolled back here if staging fails).
     """
     result = StageResult(path=path)
-    sink: _AppendAhead | None = None
     writer: pq.ParquetWriter | None = None
     key_values = _KeyValues(target.keys)
     schema: pa.Schema | None = None
@@ -100,80 +88,26 @@ def stage_batches(batches: Iterator[SourceBatch], *, target: TableTarget, column
             if writer is None:
                 schema = table.schema
                 writer = _writer(path, schema)
-                if open_append is not None and (appender := open_append(result.new_columns)) is not None:
-                    sink = _AppendAhead(appender)
             pending.append(table.cast(schema) if table.schema != schema else table)
             key_values.add(pending[-1])
             pending_rows += table.num_rows
             result.rows_staged += table.num_rows
             if pending_rows >= ROW_GROUP_ROWS:  # few, large row groups: cheaper to write and to load
-                _write(writer, sink, pa.concat_tables(pending))
+                writer.write_table(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
             if len(result.bad_rows) > max_bad_records:
                 break
         if writer is not None and pending:
-            _write(writer, sink, pa.concat_tables(pending))
+            writer.write_table(pa.concat_tables(pending))
         if writer is None:  # no batch at all (header-only file): an empty, well-typed Parquet
             writer = _writer(path, _empty_schema(target, lineage))
-        if sink is not None:
-            result.pending, sink = sink.finish(), None
     finally:
         items.close()  # stops the validation thread (and the reader's) when the loop ended early
         if writer is not None:
             writer.close()
-        if sink is not None:  # staging failed: the appended rows go
-            sink.abandon()
     result.bad_rows.sort(key=lambda b: b.row)
     result.keys_repeat = key_values.repeat()
     return result
-
-
-def _write(writer: pq.ParquetWriter, sink: _AppendAhead | None, table: pa.Table) -> None:
-    if sink is not None:
-        sink.put(table)
-    writer.write_table(table)
-
-
-class _AppendAhead:
-    """Appends the staged row groups to the warehouse from a thread, beside the Parquet writer.
-
-    DuckDB releases the GIL while it compresses and writes the rows, so its work overlaps the
-    reading, validation and Parquet writing of the next row groups. Memory: two row groups queued.
-    """
-
-    def __init__(self, appender: PendingAppend) -> None:
-        self._appender = appender
-        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="caf-append", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (table := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._appender.append(table)
-                except BaseException as exc:  # noqa: BLE001 - raised on the staging thread
-                    self._error = exc
-
-    def put(self, table: pa.Table) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(table)
-
-    def finish(self) -> PendingAppend:
-        """Wait for the queued appends; the pending append, or the first append's failure."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._appender
-
-    def abandon(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._appender.rollback()
 
 
 @dataclass

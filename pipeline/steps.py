@@ -26,7 +26,6 @@ from pipeline.validate import BadRow
 from values.tables import Column
 
 if TYPE_CHECKING:
-    from adapters.warehouse.base import PendingAppend
     from database.models import File
     from pipeline.ports import IngestPorts
     from values.messages import ObjectRef
@@ -56,18 +55,10 @@ class Staged:
     bad_rows: list[BadRow] = field(default_factory=list)
     quarantine_uri: str | None = None
     new_columns: list[str] = field(default_factory=list)
-    pending: PendingAppend | None = None
-    """The staged rows already appended to the table, uncommitted (`load` commits them when it can)."""
 
     @property
     def rows_rejected(self) -> int:
         return len(self.bad_rows)
-
-    def discard(self) -> None:
-        """Roll back the pending append, if any (every path that does not commit it ends here)."""
-        if self.pending is not None:
-            self.pending.rollback()
-            self.pending = None
 
     def describe(self) -> str:
         return describe_bad_rows(self.bad_rows)
@@ -135,9 +126,6 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *,
     path = workdir / "staged.parquet"
     lineage = Lineage(file_id=file_id, batch_id=batch_id, ingested_at=now,
                       file_id_column=deps.warehouse.file_id_column)
-    # A file of more than one block, appended: the warehouse may write the rows while they are
-    # staged (committed by `load` under the object's lock), instead of reading the file after.
-    appending = options.read_ahead and table.target.write_mode == "append"
     with deps.storage.open_read(ref.bucket, ref.name, ref.generation) as raw:
         stream: Any = StorageStream(raw, where=f"{ref.bucket}/{ref.name}#{ref.generation}")
         result = stage_batches(
@@ -145,29 +133,13 @@ def read_and_stage(ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, *,
             allow_new_columns=table.allow_new_columns, header=options.header, lineage=lineage, path=path,
             max_bad_records=table.max_bad_records, keys_per_row=options.format in ("ndjson", "json"),
             overlap=options.read_ahead,
-            open_append=(lambda new: deps.warehouse.open_append(target_with_new_columns(table, new)))
-            if appending else None,
         )
     pa.default_memory_pool().release_unused()  # hand batch buffers back before the load
     staged = Staged(local_path=path, staged_uri=None, rows_read=result.rows_read, rows_staged=result.rows_staged,
-                    bad_rows=list(result.bad_rows), new_columns=result.new_columns, pending=result.pending)
-    try:
-        _check_and_store(staged, ref, table, deps, path, result.keys_repeat, file_id)
-    except BaseException:
-        staged.discard()
-        raise
-    return staged
-
-
-def _check_and_store(staged: Staged, ref: ObjectRef, table: RegisteredTable, deps: IngestPorts, path: Path,
-                     keys_repeat: bool | None, file_id: int) -> None:
-    """Drop in-file key duplicates, write the quarantine object, store the staged Parquet."""
-    if staged.rows_rejected > table.max_bad_records:
-        staged.discard()  # the file fails: nothing of it is loaded
-    elif table.target.keys:
-        dups = duplicate_keys(path, table.target.keys, repeat=keys_repeat)
+                    bad_rows=list(result.bad_rows), new_columns=result.new_columns)
+    if staged.rows_rejected <= table.max_bad_records and table.target.keys:
+        dups = duplicate_keys(path, table.target.keys, repeat=result.keys_repeat)
         if dups:
-            staged.discard()  # the appended rows hold the duplicates: load the rewritten file instead
             staged.bad_rows = sorted(staged.bad_rows + dups, key=lambda b: b.row)
             if staged.rows_rejected <= table.max_bad_records:
                 staged.rows_staged = drop_rows(path, [d.row for d in dups])
@@ -182,6 +154,7 @@ def _check_and_store(staged: Staged, ref: ObjectRef, table: RegisteredTable, dep
         deps.storage.put_file(ref.bucket, s_name, path, "application/vnd.apache.parquet", move=True)
         staged.local_path = deps.storage.local_path(ref.bucket, s_name) or path
         staged.staged_uri = deps.storage.uri(ref.bucket, s_name)
+    return staged
 
 
 class StorageStream:
@@ -258,20 +231,8 @@ def job_id(ref_key: str, batch_id: int | None) -> str:
 def load(staged: Staged, table: RegisteredTable, deps: IngestPorts, *, file_id: int, batch_id: int,
          replace_file_ids: list[int], generation: int, object_key: str | None = None,
          first_load: bool = False) -> LoadResult:
-    """Load the staged rows, replacing those of `replace_file_ids` (see `LoadRequest`).
-
-    Rows already appended while staging (`staged.pending`, append mode) are committed as they
-    are when the table holds no row of `replace_file_ids` yet; otherwise (an earlier generation's
-    or attempt's rows are there) they are rolled back and the staged file replaces those rows.
-    """
-    target = target_with_new_columns(table, staged.new_columns)
-    if staged.pending is not None:
-        pending, staged.pending = staged.pending, None
-        if pending.commit_if_absent(tuple(replace_file_ids)):
-            return LoadResult(rows_loaded=pending.rows)
-        deps.warehouse.ensure_table(target)  # the pending append may have been the one creating it
     request = LoadRequest(
-        target=target,
+        target=target_with_new_columns(table, staged.new_columns),
         staged_uri=staged.staged_uri or str(staged.local_path),
         staged_path=staged.local_path,
         file_id=file_id,

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from values.tables import TableTarget
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -56,28 +53,6 @@ class QueryResult:
     job_id: str | None = None
 
 
-class PendingAppend(Protocol):
-    """Rows appended to a table in a transaction of their own while the file is still being staged.
-
-    Invisible until `commit_if_absent`, which the pipeline calls under the object's lock; every
-    other outcome ends in `rollback` (also safe after a commit, and more than once).
-    """
-
-    rows: int
-    """Rows appended so far."""
-
-    def append(self, table: pa.Table) -> None:
-        """Append validated rows (target and lineage columns, by name)."""
-        ...
-
-    def commit_if_absent(self, file_ids: tuple[int, ...]) -> bool:
-        """Commit, unless the table already holds a committed row of `file_ids` (an earlier attempt's,
-        which a commit would duplicate): then roll back and return False (load the staged file)."""
-        ...
-
-    def rollback(self) -> None: ...
-
-
 class Warehouse(Protocol):
     """DuckDB locally, BigQuery in production. Vendor errors leave as Permanent/TransientError."""
 
@@ -102,13 +77,6 @@ class Warehouse(Protocol):
         ...
 
     def load(self, request: LoadRequest) -> LoadResult: ...
-
-    def open_append(self, target: TableTarget) -> PendingAppend | None:
-        """Start appending rows to `target` as they are staged (DuckDB: the table's own columnar
-        write overlaps reading the file); None when the load can only read the staged file
-        (BigQuery) or the table needs a change first (missing, or lacking a column): the staged
-        file is then loaded as usual. PermanentError as `ensure_table` when a column's type differs."""
-        ...
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *, job_id: str | None = None,
               labels: dict[str, str] | None = None) -> QueryResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.warehouse.base import LoadRequest, LoadResult, QueryResult
 from adapters.warehouse.types import DUCKDB_TYPES, duckdb_type
-from errors import CafError, PermanentError, TransientError
+from errors import PermanentError, TransientError
 from values.identifiers import column_name, dataset_name, quote_ident, table_name
 from values.tables import LINEAGE_TYPES, TableTarget
 
@@ -58,21 +58,17 @@ class _File:
         self.columns: dict[tuple[str, str], dict[str, str]] = {}
 
     def open(self, lock_wait_seconds: float) -> Any:
+        import duckdb
+
         if self.conn is not None and self.pid == os.getpid():
             return self.conn
         self.conn, self.columns = None, {}  # a forked child never uses its parent's connection
-        self.conn = self.connect(lock_wait_seconds)
-        self.pid = os.getpid()
-        return self.conn
-
-    def connect(self, lock_wait_seconds: float) -> Any:
-        """A new connection to the file (DuckDB shares one database instance per file in a process)."""
-        import duckdb
-
         deadline = time.monotonic() + lock_wait_seconds
         while True:
             try:
-                return duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
+                self.conn = duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
+                self.pid = os.getpid()
+                return self.conn
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                     raise TransientError(f"warehouse file {self.path.name} is busy or unreadable: {exc}") from exc
@@ -151,14 +147,21 @@ class DuckDbWarehouse:
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
         """The process's connection to the file (opened on demand), under the in-process lock."""
+        import duckdb
+
         with self._lock:
             conn = self._file.open(self.lock_wait_seconds)
             try:
                 yield conn
             except BaseException as exc:
                 self._file.drop()  # state unknown after a failure: the next operation starts afresh
-                if (error := _port_error(exc)) is not None:
-                    raise error from exc
+                if isinstance(exc, duckdb.TransactionException):
+                    raise TransientError(f"warehouse transaction conflict: {exc}") from exc
+                if isinstance(exc, duckdb.ConversionException | duckdb.ConstraintException | duckdb.BinderException
+                              | duckdb.CatalogException | duckdb.ParserException | duckdb.InvalidInputException):
+                    raise PermanentError(f"warehouse rejected the statement: {exc}") from exc
+                if isinstance(exc, duckdb.IOException):
+                    raise TransientError(f"warehouse I/O error: {exc}") from exc
                 raise
             self._file.used()
 
@@ -195,8 +198,11 @@ class DuckDbWarehouse:
         with self.connect() as conn:
             existing = self._columns(conn, target.dataset, target.table)
             if existing is None:
-                for statement in _create_table(target):
-                    conn.execute(statement)
+                cols = [f"{quote_ident(column_name(c.name))} {duckdb_type(c.type, c.mode)}"
+                        + (" NOT NULL" if c.mode == "REQUIRED" else "") for c in target.columns]
+                cols += [f"{quote_ident(n)} {duckdb_type(t)}" for n, t in LINEAGE_TYPES.items()]
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{table} ({', '.join(cols)})")
                 self._file.columns.pop((target.dataset, target.table), None)
                 return
             for col in target.columns:
@@ -276,31 +282,6 @@ class DuckDbWarehouse:
                 raise
         return LoadResult(rows_loaded=int(loaded), job_id=request.job_id)
 
-    def open_append(self, target: TableTarget) -> PendingAppend | None:
-        """An append transaction on a connection of its own (see `Warehouse.open_append`).
-
-        Its own connection: the shared one is closed when idle or after a failed statement,
-        and serves other files meanwhile; the pending rows stay invisible to both until commit.
-        """
-        with self.connect() as conn:
-            existing = self._columns(conn, target.dataset, target.table)
-            if existing is not None:
-                if any(c.name not in existing for c in target.columns):
-                    return None  # columns are added after staging, once the file is known good
-                self.ensure_table(target, add_columns=False)  # a differing column type fails the file here
-        conn = self._file.connect(self.lock_wait_seconds)
-        try:
-            conn.execute("BEGIN TRANSACTION")
-            if existing is None:  # created in the append's transaction: no table is left by a failed file
-                for statement in _create_table(target):
-                    conn.execute(statement)
-        except BaseException as exc:
-            conn.close()
-            if (error := _port_error(exc)) is not None:
-                raise error from exc
-            raise
-        return PendingAppend(self, conn, target)
-
     def _delete_previous(self, conn: Any, qualified: str, target: TableTarget, request: LoadRequest,
                          source: str) -> None:
         file_col = quote_ident(self.file_id_column)
@@ -356,86 +337,3 @@ class DuckDbWarehouse:
         with self._lock:
             self._file.drop()
 
-
-class PendingAppend:
-    """Rows appended in a DuckDB transaction while the file is staged (`Warehouse.open_append`)."""
-
-    def __init__(self, warehouse: DuckDbWarehouse, conn: Any, target: TableTarget) -> None:
-        self._warehouse = warehouse
-        self._conn: Any = conn
-        self._target = target
-        self._qualified = f"{quote_ident(dataset_name(target.dataset))}.{quote_ident(table_name(target.table))}"
-        self.rows = 0
-
-    def append(self, table: Any) -> None:
-        try:
-            self._conn.register("caf_staged_rows", table)
-            # BY NAME, as the staged-file load: no identifier of the file is pasted into the SQL.
-            inserted = self._conn.execute(
-                f"INSERT INTO {self._qualified} BY NAME SELECT * FROM caf_staged_rows").fetchone()
-            self._conn.unregister("caf_staged_rows")
-        except BaseException as exc:
-            self.rollback()
-            if (error := _port_error(exc)) is not None:
-                raise error from exc
-            raise
-        self.rows += int(inserted[0]) if inserted else 0
-
-    def commit_if_absent(self, file_ids: tuple[int, ...]) -> bool:
-        file_col = quote_ident(self._warehouse.file_id_column)
-        ids = list(file_ids)
-        # On the shared connection: a snapshot taken now, after every commit so far. The caller
-        # holds the object's lock, so no row of these ids can be committed between it and ours.
-        with self._warehouse.connect() as shared:
-            exists = self._warehouse._columns(shared, self._target.dataset, self._target.table) is not None
-            found = exists and ids and shared.execute(
-                f"SELECT 1 FROM {self._qualified} WHERE {file_col} IN (SELECT unnest(?::BIGINT[])) LIMIT 1",
-                [ids]).fetchone()
-        if found:
-            self.rollback()
-            return False
-        try:
-            self._conn.execute("COMMIT")
-        except BaseException as exc:
-            self.rollback()
-            if (error := _port_error(exc)) is not None:
-                raise error from exc
-            raise
-        finally:
-            self._warehouse._file.columns.pop((self._target.dataset, self._target.table), None)
-        self._close()
-        return True
-
-    def rollback(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.execute("ROLLBACK")
-            self._close()
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def _create_table(target: TableTarget) -> list[str]:
-    schema, table = quote_ident(dataset_name(target.dataset)), quote_ident(table_name(target.table))
-    cols = [f"{quote_ident(column_name(c.name))} {duckdb_type(c.type, c.mode)}"
-            + (" NOT NULL" if c.mode == "REQUIRED" else "") for c in target.columns]
-    cols += [f"{quote_ident(n)} {duckdb_type(t)}" for n, t in LINEAGE_TYPES.items()]
-    return [f"CREATE SCHEMA IF NOT EXISTS {schema}", f"CREATE TABLE IF NOT EXISTS {schema}.{table} ({', '.join(cols)})"]
-
-
-def _port_error(exc: BaseException) -> CafError | None:
-    """DuckDB's error as the warehouse port's Transient/PermanentError; None for any other error."""
-    import duckdb
-
-    if isinstance(exc, duckdb.TransactionException):
-        return TransientError(f"warehouse transaction conflict: {exc}")
-    if isinstance(exc, duckdb.ConversionException | duckdb.ConstraintException | duckdb.BinderException
-                  | duckdb.CatalogException | duckdb.ParserException | duckdb.InvalidInputException):
-        return PermanentError(f"warehouse rejected the statement: {exc}")
-    if isinstance(exc, duckdb.IOException):
-        return TransientError(f"warehouse I/O error: {exc}")
-    return None

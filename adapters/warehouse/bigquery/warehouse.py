@@ -238,10 +238,6 @@ class BigQueryWarehouse:
             pass
 
     # -- loads ----------------------------------------------------------------------------
-    def open_append(self, target: TableTarget) -> None:
-        """BigQuery loads from the staged object in Cloud Storage, once it is complete."""
-        return None
-
     def load(self, request: LoadRequest) -> LoadResult:
         """Stage `request.staged_uri` (gs:// Parquet) and apply it to the target in one job.
 
