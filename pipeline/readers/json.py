@@ -1,11 +1,11 @@
 """NDJSON and JSON reader: one row per object, nested values kept as Arrow lists and structs.
 
 NDJSON is read in blocks of whole lines. A block goes through pyarrow's JSON parser when that is
-exact (see `_fast`: every line one object, ISO strings kept as text, numbers with a fraction only
-when float64 holds them exactly); otherwise it is parsed line by line with `json` (numbers with a
-fraction as `Decimal`), which also isolates a malformed line as a bad row instead of failing the
-file. pyarrow parses without the GIL, so up to `_PARSERS` blocks are parsed at once, each exactly
-as it would be alone and in file order (`_parsed_ahead`).
+exact (`pipeline.readers.ndjson_blocks`: every line one object, ISO strings kept as text, numbers
+with a fraction as the decimal of their text); otherwise it is parsed line by line with `json`
+(numbers with a fraction as `Decimal`), which also isolates a malformed line as a bad row instead
+of failing the file. Several blocks are parsed at once, each exactly as it would be alone and in
+file order (`parsed_ahead`).
 
 Rows are numbered by their order among the non-blank lines (for NDJSON without blank lines,
 the line number). Format `json` takes a top-level array of objects, streamed element by
@@ -18,34 +18,19 @@ import codecs
 import decimal
 import json
 import re
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 from pipeline.readers.columns import column
+from pipeline.readers.ndjson_blocks import Hints, parsed_ahead
 from pipeline.readers.streams import Utf8Stream, open_bytes
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 
 _DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 _SPACE = re.compile(r"[ \t\n\r]*")
-_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")  # searched in "\n" + block + "\n": starts at a newline only
 _BATCH_ROWS = 100_000
-# A run of more than 16 number characters may be a number float64 cannot hold exactly; found by
-# mapping number characters to "#" (bytes.translate and `in` run at memory speed, a regex does not).
-_NUMBER_CHARS = bytes.maketrans(bytes(range(256)), bytes(ord("#") if chr(b) in "0123456789.eE+-" else ord(" ")
-                                                             for b in range(256)))
-_LONG_NUMBER = b"#" * 17
-# Bytes a blank (whitespace-only) line can start with: only lines starting with one are searched.
-_SPACE_BYTES = np.zeros(256, dtype=bool)
-_SPACE_BYTES[list(b" \t\r\n")] = True
-_POWERS_OF_TEN = 10.0 ** np.arange(23)  # exact as float64 up to 1e22
-_PARSERS = 2  # blocks parsed at once: pyarrow's parser is single-threaded per call and releases the GIL
 
 
 def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
@@ -61,9 +46,9 @@ def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[S
 
 def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
     line, row = 1, 1
-    text_columns: dict[str, int] = {}  # string columns pyarrow reads as timestamps (see _fast)
+    hints = Hints()  # what the blocks read so far found (see ndjson_blocks)
     try:
-        for block, fast in _parsed_ahead(_blocks(chunks, options.max_field_bytes), text_columns):
+        for block, fast in parsed_ahead(_blocks(chunks, options.max_field_bytes), hints):
             if fast is not None:
                 batch = fast
                 batch.first_row = row
@@ -100,191 +85,6 @@ def _blocks(chunks: Iterator[bytes], max_line: int) -> Iterator[bytes]:
         yield block
     if carry:
         yield carry
-
-
-def _parsed_ahead(blocks: Iterator[bytes], text_columns: dict[str, int]) -> Iterator[tuple[bytes, SourceBatch | None]]:
-    """Every block with `_fast(block, text_columns)`, in order, as if called one after another.
-
-    The first block is parsed alone; then up to `_PARSERS` blocks at once (one more waits its
-    turn), each from the text columns known when it was handed out. `_fast` depends on nothing
-    else, so its result is the sequential one when those text columns are still the known ones,
-    or when the block found the same set itself (the common case: every block sees the same
-    timestamp columns); otherwise the block is parsed again. A failure to read the next block is
-    raised after the blocks read before it, as without threads. A file of one block is parsed
-    here, without threads.
-    """
-    pool: ThreadPoolExecutor | None = None
-    first: bytes | None = None  # held back until a second block shows that threads are worth it
-    ahead: deque[tuple[bytes, dict[str, int], dict[str, int], Future[SourceBatch | None]]] = deque()
-
-    def hand_out(block: bytes) -> None:
-        assert pool is not None
-        found = dict(text_columns)
-        ahead.append((block, dict(found), found, pool.submit(_fast, block, found)))
-
-    def take() -> tuple[bytes, SourceBatch | None]:
-        block, handed, found, parsed = ahead.popleft()
-        if handed == text_columns or found == text_columns:
-            batch = parsed.result()
-            text_columns.update(found)
-        else:  # an earlier block found other timestamp columns: parse again with them
-            batch = _fast(block, text_columns)
-        return block, batch
-
-    def rest() -> Iterator[tuple[bytes, SourceBatch | None]]:
-        if first is not None:
-            yield first, _fast(first, text_columns)
-        while ahead:
-            yield take()
-
-    try:
-        while True:
-            try:
-                block = next(blocks, None)
-            except Exception:
-                yield from rest()
-                raise
-            if block is None:
-                break
-            if pool is None:
-                if first is None:
-                    first = block
-                    continue
-                # The first block alone: the timestamp columns it finds are known to the blocks
-                # handed out next, which then parse once instead of twice.
-                yield first, _fast(first, text_columns)
-                first = None
-                pool = ThreadPoolExecutor(_PARSERS, thread_name_prefix="caf-ndjson")
-            hand_out(block)
-            if len(ahead) > _PARSERS:
-                yield take()
-        yield from rest()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _fast(block: bytes, text_columns: dict[str, int] | None = None) -> SourceBatch | None:
-    """pyarrow's parser, when its result is exact and lines map one-to-one onto rows.
-
-    Exact means: ISO strings stay text (pyarrow would read them as timestamps: those columns are
-    parsed again as strings; `text_columns` remembers them, with their place among the columns,
-    for the next blocks), and a column of numbers with a fraction (float64) is taken only when no
-    number-like run in the block is longer than 16 characters, i.e. every such number has at most
-    15 significant digits and survives float64 unchanged; it is then handed on as the decimal its
-    shortest text spells, as `_slow` would. The batch's `first_row` is left for the caller.
-    """
-    lines = _lines_if_no_blank_line(block)
-    if lines is None:
-        return None
-    known = text_columns if text_columns is not None else {}
-    try:
-        table = _parse(block, known)
-        temporal = {f.name: i for i, f in enumerate(table.schema) if pa.types.is_temporal(f.type)}
-        if temporal:
-            known.update(temporal)
-            table = _parse(block, known)
-    except pa.ArrowInvalid:
-        return None
-    if table.num_rows != lines:
-        return None
-    if any(pa.types.is_floating(t) for t in table.schema.types) and _LONG_NUMBER in block.translate(_NUMBER_CHARS):
-        return None
-    if known:  # explicit columns come first: put them back where they are in the file
-        names = [n for n in table.schema.names if n not in known]
-        for name, place in sorted(known.items(), key=lambda kv: kv[1]):
-            if name in table.schema.names:
-                names.insert(min(place, len(names)), name)
-        table = table.select(names)
-    columns = []
-    for field, values in zip(table.schema, table.columns, strict=True):
-        typed = _as_decimal(values) if pa.types.is_floating(field.type) else values
-        if typed is None or not (pa.types.is_floating(field.type) or _exact(field.type)):
-            return None
-        columns.append(typed)
-    table = pa.Table.from_arrays(columns, names=table.schema.names)
-    return SourceBatch(columns=table.schema.names, data=_one_batch(table), first_row=0, bad_rows=[])
-
-
-def _lines_if_no_blank_line(block: bytes) -> int | None:
-    """The number of lines in the block; None when one of them is blank (pyarrow skips those)."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    newlines = np.flatnonzero(data == ord("\n"))
-    starts = newlines[newlines < len(data) - 1] + 1
-    # A blank line starts with whitespace: typical NDJSON has no line that does, and skips the search.
-    starts_with_space = bool(len(data) and _SPACE_BYTES[data[0]]) or bool(_SPACE_BYTES[data[starts]].any())
-    if starts_with_space and _has_blank_line(block):
-        return None
-    return len(newlines) + (0 if block.endswith(b"\n") else 1)
-
-
-def _has_blank_line(block: bytes) -> bool:
-    return _BLANK_LINE.search(b"\n" + block.rstrip(b"\r\n") + b"\n") is not None
-
-
-def _parse(block: bytes, text_columns: dict[str, int]) -> pa.Table:
-    schema = pa.schema([(name, pa.string()) for name in text_columns]) if text_columns else None
-    return pajson.read_json(pa.BufferReader(block), read_options=pajson.ReadOptions(
-        use_threads=False, block_size=len(block) + 1), parse_options=pajson.ParseOptions(
-        explicit_schema=schema, unexpected_field_behavior="infer"))
-
-
-def _as_decimal(column: pa.ChunkedArray) -> pa.Array | None:
-    """float64 → the decimal its shortest round-trip text spells (12.5 → 12.5, not 12.4999...), with
-    the scale of the longest fraction; None when that text needs an exponent (Arrow writes one below
-    1e-6 and from 1e10 on).
-
-    Computed on the numbers, not their text: the scale is the smallest s at which every value is
-    its own rounding to s decimals (x == rint(x * 10^s) / 10^s), i.e. the longest fraction of the
-    shortest texts, and the units rint(x * 10^s) are exact integers below 2^52. Numbers past that
-    take the text route (`_as_decimal_text`), with the same result.
-    """
-    values = column.combine_chunks()
-    x = pc.fill_null(values, 0.0).to_numpy()
-    size = np.abs(x)
-    if ((size < 1e-6) & (size != 0)).any() or (size >= 1e10).any():
-        return None
-    found = _scale_and_units(x)
-    if found is None:
-        return _as_decimal_text(values)
-    scale, units = found
-    mask = values.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
-    exact = pa.array(units.astype(np.int64), pa.int64(), mask=mask).cast(pa.decimal128(38, 0))
-    return exact.view(pa.decimal128(38, scale))
-
-
-def _scale_and_units(x: np.ndarray) -> tuple[int, np.ndarray] | None:
-    for scale, power in enumerate(_POWERS_OF_TEN):
-        units = np.rint(x * power)
-        if (np.abs(units) >= 2.0 ** 52).any():
-            return None
-        if (units / power == x).all():
-            return scale, units
-    return None  # pragma: no cover - the 2^52 bound returns first
-
-
-def _as_decimal_text(values: pa.Array) -> pa.Array | None:
-    """`_as_decimal` through the shortest text of each value (slower: Arrow formats every number)."""
-    text = values.cast(pa.string())
-    if pc.any(pc.match_substring(text, "e")).as_py():
-        return None
-    dot = pc.find_substring(text, ".")
-    decimals = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
-    scale = pc.max(decimals).as_py() or 0
-    try:
-        return text.cast(pa.decimal128(38, scale))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-
-
-def _exact(t: pa.DataType) -> bool:
-    if pa.types.is_floating(t) or pa.types.is_temporal(t):
-        return False
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _exact(t.value_type)
-    if pa.types.is_struct(t):
-        return all(_exact(t.field(i).type) for i in range(t.num_fields))
-    return True
 
 
 def _slow(block: bytes, line: int, row: int, name: str) -> SourceBatch:
@@ -430,8 +230,3 @@ def _dump(value: Any) -> str:
 
 def _no_columns(n: int) -> pa.RecordBatch:
     return pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([])))
-
-
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    batches = table.combine_chunks().to_batches()
-    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)

@@ -1,4 +1,5 @@
-"""NDJSON blocks parsed several at a time read exactly as one block after another would."""
+"""NDJSON blocks through pyarrow: exactly as the line-by-line path, and parsed several at a time exactly as one
+block after another."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.read import read_batches
-from pipeline.readers import json as ndjson
+from pipeline.readers import ndjson_blocks as ndjson
 from pipeline.source import SourceError, SourceOptions
 
 
@@ -23,11 +24,11 @@ def test_blocks_parsed_ahead_match_the_sequential_parse() -> None:
     timestamp column, which block 4 (handed out before that was known) does not: block 4 is
     parsed again with `u` as text, as a sequential read does, so columns, order and types match."""
     blocks = [b"".join(_line(i, u_iso=n in (3, 5)) for i in range(n * 10, n * 10 + 10)) for n in range(8)]
-    known: dict[str, int] = {}
-    expected = [ndjson._fast(block, known) for block in blocks]
-    text_columns: dict[str, int] = {}
-    got = [batch for _, batch in ndjson._parsed_ahead(iter(blocks), text_columns)]
-    assert text_columns == known
+    known = ndjson.Hints()
+    expected = [ndjson.parse_block(block, known) for block in blocks]
+    hints = ndjson.Hints()
+    got = [batch for _, batch in ndjson.parsed_ahead(iter(blocks), hints)]
+    assert hints == known
     assert all(b is not None for b in expected)
     assert [b.columns for b in got if b] == [b.columns for b in expected if b]
     assert [b.data for b in got if b] == [b.data for b in expected if b]
@@ -146,3 +147,42 @@ def test_fractions_become_the_decimal_of_their_shortest_text() -> None:
             assert got.type == expected.type and got.equals(expected), values
             taken += 1
     assert taken > 400  # a third of the columns have no exponent: the comparison is not vacuous
+
+
+def _read_values(tmp_path: Path, lines: list[str], key: str) -> list[Any]:
+    path = tmp_path / "f.ndjson"
+    path.write_text("".join(line + "\n" for line in lines))
+    with path.open("rb") as stream:
+        batches = list(read_batches(stream, SourceOptions(format="ndjson", block_size=1024), name=path.name))
+    assert len(batches) > 3
+    assert not [r for b in batches for r in b.bad_rows]
+    return [row[key] for b in batches for row in b.data.to_pylist()]
+
+
+def test_numeric_strings_in_a_column_of_fractions_stay_text(tmp_path: Path) -> None:
+    """Blocks after the first parse a column of fractions as decimals; Arrow would take the string
+    "007.10" as the number 7.1 there. Strings stay text, as written (a block with numbers and
+    strings in one column is text, numbers as written too)."""
+    from decimal import Decimal
+
+    lines = [f'{{"i": {i}, "n": {i}.25, "s": "x: {i}"}}' for i in range(100)]
+    lines += [f'{{"i": {i}, "n": "007.10", "s": "y"}}' for i in range(100, 200)]
+    lines += ['{"i": 200, "n": 1.5, "s": "y"}', '{"i": 201, "n": "2.50", "s": "y"}']
+    values = _read_values(tmp_path, lines, "n")
+    assert [str(v) for v in values[:100]] == [f"{i}.25" for i in range(100)]  # text in the block of both
+    assert Decimal("0.25") in values[:100]
+    assert values[100:200] == ["007.10"] * 100
+    assert [str(v) for v in values[200:]] == ["1.5", "2.50"]
+
+
+def test_a_number_a_known_decimal_column_cannot_hold_keeps_its_digits(tmp_path: Path) -> None:
+    """A fraction longer than the scale a column is parsed with (or than float64 holds) after
+    many blocks of short ones: read exactly, and the blocks after it still read as decimals."""
+    from decimal import Decimal
+
+    lines = [f'{{"n": {i}.5}}' for i in range(200)] + ['{"n": 0.10000000000000001}', '{"n": 1.123456789}']
+    lines += [f'{{"n": {i}.75}}' for i in range(200)]
+    values = _read_values(tmp_path, lines, "n")
+    assert values[200:202] == [Decimal("0.10000000000000001"), Decimal("1.123456789")]  # not 0.1
+    assert values[:200] == [Decimal(f"{i}.5") for i in range(200)]
+    assert values[202:] == [Decimal(f"{i}.75") for i in range(200)]
