@@ -1,6 +1,7 @@
 """Cloud Functions entry points: decode the envelope, delegate to one handler, return.
 
-Uncaught exceptions become HTTP 500 (the platform redelivers); returning acknowledges.
+Uncaught exceptions become HTTP 500 (the platform redelivers); returning acknowledges. The
+CloudEvent targets live in handlers.events (`caf ingest` and the local bus call them there).
 Importing this module connects to nothing and imports no heavy library.
 """
 
@@ -10,25 +11,19 @@ from typing import Any
 
 import functions_framework
 
-from handlers import routes
-from handlers.events import cloud_event_target
-from values.messages import ObjectRef, PubSubMessage
+from handlers import events, routes
 
 
 @functions_framework.cloud_event
-@cloud_event_target
 def handle_raw_file(event: Any) -> None:
     """`google.cloud.storage.object.v1.finalized` (Eventarc) → raw-file ingestion."""
-    ref = ObjectRef.from_storage_data(routes.storage_event_data(event.get_data()), event_id=event["id"],
-                                      event_time=routes.event_time(event))
-    routes.raw_file(ref)
+    events.raw_file(event)
 
 
 @functions_framework.cloud_event
-@cloud_event_target
 def handle_pubsub(event: Any) -> None:
     """`google.cloud.pubsub.topic.v1.messagePublished` → routed on the message attributes."""
-    routes.pubsub(PubSubMessage.from_push_body(event.get_data(), source=event["source"]))
+    events.pubsub(event)
 
 
 @functions_framework.http

@@ -258,8 +258,10 @@ def ingest(
     raise typer.Exit(exit_code(rows))
 
 
-HANDLER_MODULES = ("main", "cloudevents.http", "pipeline.ingest", "pipeline.steps", "pyarrow.parquet", "duckdb")
-"""What the raw-file handler imports on its first file, imported while the files are copied in."""
+HANDLER_MODULES = ("handlers.events", "cloudevents.http", "pipeline.ingest", "pipeline.steps", "pyarrow.parquet",
+                   "duckdb")
+"""What the raw-file handler imports on its first file, imported while the files are copied in (not
+`main`: delivering needs neither functions-framework nor Flask, see cli.local_delivery)."""
 
 
 def _start_uploads(bucket: str, prefix: str, files: list[Path]) -> Any:

@@ -8,9 +8,10 @@ copy waits beside its object until `publish`, which runs after the metadata data
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,10 +45,7 @@ class Uploads:
         `meanwhile`: modules to import while the copies run (those the handler imports on first
         use; importing them holds the GIL, the copy mostly runs without it), until they are done.
         """
-        for module in meanwhile:
-            if not self._thread.is_alive():
-                break
-            _import(module)
+        _import_while(meanwhile, self._thread.is_alive)
         self._thread.join()
         if self._error is not None:
             self.discard()
@@ -69,9 +67,21 @@ class Uploads:
         self._pending.clear()
 
 
-def _import(module: str) -> None:
+def _import_while(modules: Sequence[str], busy: Callable[[], bool]) -> None:
+    """Import `modules` in order while `busy()`, without cyclic garbage collection (as during start-up,
+    `cli.context.pause_gc`: imports make objects, not garbage), then freeze what they made."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:  # a module the handler no longer has: nothing to warm
-        if exc.name != module:
-            raise
+        for module in modules:
+            if not busy():
+                break
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:  # a module the handler no longer has: nothing to warm
+                if exc.name != module:
+                    raise
+    finally:
+        if collecting:
+            gc.freeze()
+            gc.enable()

@@ -1,4 +1,10 @@
-"""What every CloudEvent target does around its handler: labels, age limit, error policy."""
+"""What every CloudEvent target does around its handler (labels, age limit, error policy), and the
+targets themselves.
+
+`main` registers `raw_file` and `pubsub` with functions-framework, whose decorator only records the
+signature type and calls through; `caf ingest` and the local bus call them directly, as the same
+functions, without importing functions-framework and Flask (~150 modules) in a CLI process.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 
 import logs
 from errors import PermanentError, TransientError
+from values.messages import ObjectRef, PubSubMessage
 
 log = logging.getLogger("caf.events")
 
@@ -53,3 +60,21 @@ def cloud_event_target(func: Callable[[Any], None]) -> Callable[[Any], None]:
                 logs._trace.reset(token)
 
     return wrapper
+
+
+@cloud_event_target
+def raw_file(event: Any) -> None:
+    """`google.cloud.storage.object.v1.finalized` (Eventarc) → raw-file ingestion."""
+    from handlers import routes
+
+    ref = ObjectRef.from_storage_data(routes.storage_event_data(event.get_data()), event_id=event["id"],
+                                      event_time=routes.event_time(event))
+    routes.raw_file(ref)
+
+
+@cloud_event_target
+def pubsub(event: Any) -> None:
+    """`google.cloud.pubsub.topic.v1.messagePublished` → routed on the message attributes."""
+    from handlers import routes
+
+    routes.pubsub(PubSubMessage.from_push_body(event.get_data(), source=event["source"]))

@@ -214,3 +214,30 @@ def test_a_caf_process_collects_garbage_again_once_started(tmp_path, database_ur
                          timeout=120, cwd=PROJECT_ROOT, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "True True"  # collector on for the command's work
+
+
+def test_ingest_delivers_its_events_without_importing_functions_framework_or_flask(tmp_path,
+                                                                                   database_url: str) -> None:
+    """`caf ingest` calls the targets behind main's entry points (handlers.events), not `main`: a
+    CLI process has no use for functions-framework's Flask app (~150 modules at every start)."""
+    (tmp_path / "notes.csv").write_text("a\n1\n")
+    env = {"APP_ENV": "test", "DATABASE_URL": database_url, "DATA_DIR": str(tmp_path / "local"),
+           "WAREHOUSE_URL": f"duckdb://{tmp_path / 'wh.duckdb'}", "STORAGE_URL": f"file://{tmp_path / 'b'}"}
+    code, loaded = _child(["ingest", str(tmp_path / "notes.csv"), "--prefix", "nowhere/", "--json"], env=env)
+    assert code in (0, 1) and "cli.local_delivery" in loaded  # delivered (no table: acknowledged)
+    assert not [m for m in loaded if m.startswith("flask")], loaded
+
+
+def test_what_ingest_imports_while_copying_a_file_in_is_the_handlers_not_flask() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    code = ("import importlib, json, sys; from cli.ingest import HANDLER_MODULES; "
+            "[importlib.import_module(m) for m in HANDLER_MODULES]; "
+            "print(json.dumps([m for m in sys.modules if m.split('.')[0] in ('flask', 'functions_framework')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=PROJECT_ROOT, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
