@@ -149,37 +149,42 @@ def _validated(batches: Iterator[SourceBatch], *, target: TableTarget, column_ma
 
 
 class _KeyValues:
-    """The staged rows' key columns while they are small: does a key repeat, without DuckDB?
+    """Does a key repeat within the staged rows? Answered here when it can be, without DuckDB.
 
     A single key whose values rise strictly through the file (ids exported in order, the usual
-    case) cannot repeat: that is checked per batch as it arrives, for almost nothing. Otherwise
-    the kept values are hashed once at the end (`pc.unique`, or a group-by for compound keys).
+    case) cannot repeat: that is checked per batch as it arrives, for almost nothing and whatever
+    the file's size. Otherwise the key values, while they are small (`KEY_CHECK_BYTES`), are
+    hashed once at the end (`pc.unique`, or a group-by for compound keys).
     """
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._keys = list(keys)
-        self._parts: list[pa.Table] | None = [] if keys else None
+        self._parts: list[pa.Table] | None = [] if keys else None  # None: not kept (too many, or unusable)
         self._nbytes = 0
         self._rows = 0
         self._rising = len(keys) == 1  # every value so far greater than the one before it
         self._last: pa.Scalar | None = None
 
     def add(self, table: pa.Table) -> None:
-        if self._parts is None:
-            return
+        if self._parts is None and not self._rising:
+            return  # nothing more can be known here: DuckDB answers over the staged Parquet
         try:
             part = table.select(self._keys)
         except KeyError:  # a key spelt differently from its column: DuckDB matches it case-blind
-            self._parts = None
+            self._parts, self._rising = None, False
             return
-        self._nbytes += part.nbytes
-        if self._nbytes > KEY_CHECK_BYTES or not all(map(_groups_like_duckdb, part.schema.types)):
-            self._parts = None  # DuckDB answers over the staged Parquet instead
+        if not all(map(_groups_like_duckdb, part.schema.types)):
+            self._parts, self._rising = None, False
             return
-        self._parts.append(part)
         self._rows += part.num_rows
         if self._rising and part.num_rows:
             self._rising = self._still_rising(part.column(0))
+        if self._parts is not None:
+            self._nbytes += part.nbytes
+            if self._nbytes > KEY_CHECK_BYTES:
+                self._parts = None  # too many to keep: only their rising can still tell
+            else:
+                self._parts.append(part)
 
     def _still_rising(self, values: pa.ChunkedArray) -> bool:
         n = len(values)
@@ -191,9 +196,13 @@ class _KeyValues:
         return n < 2 or bool(pc.all(pc.less(values.slice(0, n - 1), values.slice(1))).as_py())
 
     def repeat(self) -> bool | None:
+        if not self._keys:
+            return None
+        if self._rising:
+            return False
         if self._parts is None:
             return None
-        if not self._parts or self._rising:
+        if not self._parts:
             return False
         keys = pa.concat_tables(self._parts)
         if len(self._keys) == 1:

@@ -88,6 +88,13 @@ def test_too_many_key_values_to_keep_are_left_to_duckdb(tmp_path: Path, monkeypa
     assert [b.row for b in duplicate_keys(result.path, ("id",), repeat=result.keys_repeat)] == [31]
 
 
+def test_a_rising_key_is_known_unique_however_many_values_it_has(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(stage, "KEY_CHECK_BYTES", 100)  # far fewer bytes than the file's keys
+    result = staged(tmp_path, KEYED, ("id",))
+    assert result.keys_repeat is False
+    assert duplicate_keys(result.path, ("id",)) == []
+
+
 def test_a_large_staged_file_is_checked_in_a_duckdb_of_its_own(tmp_path: Path, monkeypatch) -> None:
     # The shared scratch database keeps what a large query allocated; a large file's check must
     # not leave that in the process for the warehouse load that follows.
