@@ -102,9 +102,15 @@ class GzipGuard(_RawReader):
         return out
 
 
-def newlines(data: bytes) -> int:
-    """The number of b"\\n" in `data` (numpy compares 16+ bytes at a time: ~6x `bytes.count`)."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+def newlines(data: bytes, scratch: np.ndarray | None = None) -> int:
+    """The number of b"\\n" in `data` (numpy compares 16+ bytes at a time: ~6x `bytes.count`).
+
+    `scratch`, a bool array at least as long, receives the comparison: a fresh one per 2 MiB chunk
+    would be an mmap of its own, page-faulted and unmapped (the handler pins glibc's mmap threshold).
+    """
+    view = np.frombuffer(data, dtype=np.uint8)
+    out = None if scratch is None or len(scratch) < len(view) else scratch[: len(view)]
+    return int(np.count_nonzero(np.equal(view, 10, out=out)))
 
 
 def open_bytes(stream: BinaryIO, options: SourceOptions, name: str) -> BinaryIO:
@@ -138,6 +144,7 @@ class Utf8Stream(_RawReader):
         self._eof = False
         self._offset = 0  # source bytes consumed
         self._lines = 0  # newlines in the consumed source bytes
+        self._scratch = np.empty(0, dtype=bool)  # for `newlines`, reused from chunk to chunk
         self._lock = threading.Lock()
         self._detached = False
 
@@ -175,7 +182,9 @@ class Utf8Stream(_RawReader):
             self._offset, chunk = len(_BOM), chunk[len(_BOM):]
         self._pending += self._decode(chunk, final=False)
         self._offset += len(chunk)
-        self._lines += newlines(chunk)
+        if len(self._scratch) < len(chunk):
+            self._scratch = np.empty(len(chunk), dtype=bool)
+        self._lines += newlines(chunk, self._scratch)
 
     def _decode(self, chunk: bytes, *, final: bool) -> bytes:
         buffered = self._decoder.getstate()[0]
