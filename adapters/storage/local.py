@@ -6,6 +6,7 @@ import base64
 import errno
 import hashlib
 import io
+import mmap
 import os
 import tempfile
 import time
@@ -172,11 +173,17 @@ def _copy(src: io.FileIO, dst: IO[bytes]) -> str:
         size = os.fstat(src.fileno()).st_size
     except (OSError, ValueError):
         size = 0
-    buffer = bytearray(min(size, _COPY_CHUNK) if size > 0 else 1 << 20)  # a small file: its size
+    # An anonymous mapping, not malloc: freeing an 8 MiB malloc block would raise glibc's dynamic
+    # mmap threshold to 8 MiB for the rest of the process (the handler pins it, pipeline.steps).
+    buffer = mmap.mmap(-1, min(size, _COPY_CHUNK) if size > 0 else 1 << 20)  # a small file: its size
     view = memoryview(buffer)
-    while n := src.readinto(buffer):
-        digest.update(view[:n])
-        dst.write(view[:n])
+    try:
+        while n := src.readinto(view):
+            digest.update(view[:n])
+            dst.write(view[:n])
+    finally:
+        view.release()
+        buffer.close()
     return base64.b64encode(digest.digest()).decode()
 
 
