@@ -31,24 +31,24 @@ from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
 _DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 _SPACE = re.compile(r"[ \t\n\r]*")
 _BATCH_ROWS = 100_000
+_PIECE = 64 << 10  # NDJSON bytes read at a time (see `_blocks`)
 
 
 def read_json(stream: BinaryIO, options: SourceOptions, name: str) -> Iterator[SourceBatch]:
     text = Utf8Stream(open_bytes(stream, options, name), encoding=options.encoding, name=name, what=options.format)
-    chunks = iter(lambda: text.read(options.block_size), b"")
     if options.format == "ndjson":
-        yield from _ndjson(chunks, options, name)
+        yield from _ndjson(iter(lambda: text.read(min(options.block_size, _PIECE)), b""), options, name)
     else:
-        yield from _values(chunks, options, name)
+        yield from _values(iter(lambda: text.read(options.block_size), b""), options, name)
 
 
 # -- NDJSON ---------------------------------------------------------------------------------
 
-def _ndjson(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
+def _ndjson(pieces: Iterator[bytes], options: SourceOptions, name: str) -> Iterator[SourceBatch]:
     line, row = 1, 1
     hints = Hints()  # what the blocks read so far found (see ndjson_blocks)
     try:
-        for block, fast in parsed_ahead(_blocks(chunks, options.max_field_bytes), hints):
+        for block, fast in parsed_ahead(_blocks(pieces, options.block_size, options.max_field_bytes), hints):
             if fast is not None:
                 batch = fast
                 batch.first_row = row
@@ -69,22 +69,43 @@ class _LineTooLong(Exception):
     """No newline within max_field_bytes; `_ndjson` knows the line number."""
 
 
-def _blocks(chunks: Iterator[bytes], max_line: int) -> Iterator[bytes]:
-    """The content in blocks of whole lines (the last one may lack its newline), each copied once."""
-    carry = b""
-    for chunk in chunks:
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
-            carry += chunk
-            if len(carry) > max_line:
-                raise _LineTooLong
-            continue
-        whole = not carry and cut == len(chunk) - 1  # the chunk ends at a line end: no copy
-        block = chunk if whole else b"".join((carry, memoryview(chunk)[: cut + 1]))
-        carry = chunk[cut + 1:]
-        yield block
-    if carry:
-        yield carry
+def _blocks(pieces: Iterator[bytes], size: int, max_line: int) -> Iterator[bytes]:
+    """The content in blocks of whole lines of about `size` bytes (the last one may lack its newline).
+
+    The content comes in pieces of at most `_PIECE` bytes, joined once into each block: reading a
+    whole block at a time would be one more block-sized allocation, an mmap of its own under the
+    handler's pinned mmap threshold, page-faulted before the join copies it again.
+    """
+    held: list[bytes] = []  # pieces of the next block
+    have = 0  # bytes held
+    tail = 0  # bytes held after the last line end
+    end: tuple[int, int] | None = None  # where the last line end is: piece held, offset
+    for piece in pieces:
+        cut = piece.rfind(b"\n")
+        held.append(piece)
+        have += len(piece)
+        if cut >= 0:
+            end, tail = (len(held) - 1, cut), len(piece) - cut - 1
+        else:
+            tail += len(piece)
+        if tail > max_line:
+            if end is not None:  # the lines before the long one first: `_ndjson` counts them
+                yield _joined(held, end)
+            raise _LineTooLong
+        if have >= size and end is not None:
+            yield _joined(held, end)
+            rest = held[end[0]][end[1] + 1:]
+            held, have, end = ([rest] if rest else []) + held[end[0] + 1:], tail, None
+    if held:
+        yield b"".join(held)
+
+
+def _joined(held: list[bytes], end: tuple[int, int]) -> bytes:
+    """The held pieces up to and including the line end at `end`, as one block."""
+    last, cut = end
+    if last == 0 and cut == len(held[0]) - 1:
+        return held[0]
+    return b"".join([*held[:last], memoryview(held[last])[: cut + 1]])
 
 
 def _slow(block: bytes, line: int, row: int, name: str) -> SourceBatch:

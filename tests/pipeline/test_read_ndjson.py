@@ -186,3 +186,27 @@ def test_a_number_a_known_decimal_column_cannot_hold_keeps_its_digits(tmp_path: 
     assert values[200:202] == [Decimal("0.10000000000000001"), Decimal("1.123456789")]  # not 0.1
     assert values[:200] == [Decimal(f"{i}.5") for i in range(200)]
     assert values[202:] == [Decimal(f"{i}.75") for i in range(200)]
+
+
+def test_blocks_are_whole_lines_joined_once_from_the_pieces_read() -> None:
+    """Pieces of any size become blocks of whole lines of about the block size, nothing lost or
+    doubled; a line longer than max_field_bytes is raised after the whole lines before it."""
+    import random
+
+    from pipeline.readers import json as reader
+
+    rnd = random.Random(3)
+    lines = [b"x" * rnd.randint(0, 300) + b"\n" for _ in range(500)]
+    content = b"".join(lines) + b"tail"
+    for piece in (1, 7, 64, 1000, 5000):
+        pieces = [content[i:i + piece] for i in range(0, len(content), piece)]
+        blocks = list(reader._blocks(iter(pieces), 2048, 10_000))
+        assert b"".join(blocks) == content
+        assert all(b.endswith(b"\n") for b in blocks[:-1]) and blocks[-1].endswith(b"tail")
+        assert all(len(b) > 2048 - 302 for b in blocks[:-2])  # cut at the last line end held at the size
+    long = b"".join(lines[:20]) + b"y" * 3000 + b"\n"
+    got: list[bytes] = []
+    with pytest.raises(reader._LineTooLong):
+        for block in reader._blocks(iter([long[i:i + 100] for i in range(0, len(long), 100)]), 1 << 20, 1000):
+            got.append(block)
+    assert b"".join(got) == b"".join(lines[:20])
