@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
+from pipeline.readers.columns import number_text
 
 Problems = list[tuple[int, str]]
 _Conv = Callable[[pa.Array], tuple[pa.Array, list[int]]]
@@ -101,6 +102,8 @@ def _converter(t: pa.DataType, bq: str) -> _Conv | None:
     if bq == "STRING":
         if text:
             return lambda a: (a, [])
+        if dec:
+            return _strict(_decimal_text)
         return _nested_to_json if nested else _strict(lambda a: a.cast(pa.string()))
     if nested:
         return _nested_to_json if bq == "JSON" else None
@@ -115,13 +118,13 @@ def _converter(t: pa.DataType, bq: str) -> _Conv | None:
     if bq in ("INT64", "NUMERIC", "FLOAT64") and (number or (bq == "INT64" and pa.types.is_boolean(t))):
         return _strict(lambda a: a.cast(target))
     if bq == "BIGNUMERIC" and number:
-        return _blank_to_null(_bignumeric, lambda a: a.cast(pa.string()))
+        return _blank_to_null(_bignumeric, _decimal_text if dec else lambda a: a.cast(pa.string()))
     if bq == "BOOL":
         if pa.types.is_boolean(t):
             return lambda a: (a, [])
         return _int_bool if integer else None
     if bq == "JSON" and (number or pa.types.is_boolean(t)):
-        return _strict(lambda a: a.cast(pa.string()))
+        return _strict(_decimal_text if dec else lambda a: a.cast(pa.string()))
     if bq == "DATE" and pa.types.is_date(t):
         return _strict(lambda a: a.cast(target))
     if bq == "DATE" and pa.types.is_timestamp(t):
@@ -131,6 +134,18 @@ def _converter(t: pa.DataType, bq: str) -> _Conv | None:
     if bq == "TIME" and pa.types.is_time(t):
         return _strict(lambda a: a.cast(target))
     return None
+
+
+def _decimal_text(a: pa.Array) -> pa.Array:
+    """Decimals as `number_text` writes them: Arrow's text carries the column's scale (`2.500`,
+    `0E-9`) and switches to an exponent for small values (`1.000E-7`), so the same number read in
+    another block (another scale) would be other text."""
+    text = pc.replace_substring_regex(a.cast(pa.string()), r"^(-?\d+)(\.\d*?)0*$", r"\1\2")
+    text = pc.replace_substring_regex(text, r"\.$", "")
+    if not pc.any(pc.match_substring(text, "E")).as_py():
+        return text
+    return pa.array([None if v is None else number_text(decimal.Decimal(v)) if "E" in v else v
+                     for v in text.to_pylist()], pa.string())
 
 
 def _is_nested(t: pa.DataType) -> bool:

@@ -7,6 +7,7 @@ text (JSON objects as JSON, spreadsheet dates in ISO form) with a converter.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable
 from typing import Any
 
@@ -33,3 +34,15 @@ def column(values: list[Any], convert: Converter) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([as_text(v, convert) for v in values], pa.string())
+
+
+def number_text(value: int | decimal.Decimal) -> str:
+    """A number as text that depends on its value only, not on how the file wrote it or how a
+    column stored it: plain digits, no exponent, no trailing zeros in the fraction
+    (`2.50` → `2.5`, `1E+2` → `100`, `0E-9` and `-0.0` → `0`)."""
+    if isinstance(value, int) or not value.is_finite():
+        return str(value)
+    if not value:
+        return "0"
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

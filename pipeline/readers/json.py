@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pipeline.readers.columns import column
+from pipeline.readers.columns import column, number_text
 from pipeline.readers.ndjson_blocks import Hints, parsed_ahead
 from pipeline.readers.streams import Utf8Stream, open_bytes
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
@@ -231,9 +231,10 @@ def rows_batch(rows: list[dict[str, Any]], *, first_row: int, bad_rows: list[Bad
 
 
 def _text(value: Any) -> str:
-    """Numbers as written (decimals keep their digits); lists and objects as JSON."""
+    """Numbers by value (`number_text`: every digit, as pyarrow-parsed blocks give them); lists and
+    objects as JSON."""
     if isinstance(value, int | decimal.Decimal):
-        return str(value)
+        return number_text(value)
     return _dump(value)
 
 

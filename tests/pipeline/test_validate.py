@@ -208,6 +208,17 @@ def test_decimal_numbers_become_the_nearest_float64() -> None:
         assert good(one_column("FLOAT64", values)) == [float(t) for t in texts]
 
 
+@pytest.mark.parametrize("bq_type", ["STRING", "JSON", "BIGNUMERIC"])
+def test_decimal_numbers_as_text_depend_on_their_value_only(bq_type: str) -> None:
+    # Arrow writes a decimal with its column's scale and small ones with an exponent ("0E-9",
+    # "1.000E-7"): the same number read in another block would be other text, or no BIGNUMERIC.
+    texts = ["0.0000001", "2.5", "100", "0", "-12.34", "0.00000000000000000001"]
+    for scale in (9, 20):
+        values = pa.array([Decimal(t) for t in texts[:5]] + [None], pa.decimal128(38, scale))
+        assert good(one_column(bq_type, values)) == [*texts[:5], None]
+    assert good(one_column(bq_type, pa.array([Decimal(texts[5])], pa.decimal128(38, 20)))) == [texts[5]]
+
+
 def test_typed_dates_and_timestamps() -> None:
     stamps = pa.array([dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 2, 3)], pa.timestamp("us"))
     result = one_column("DATE", stamps)
