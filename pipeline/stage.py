@@ -125,6 +125,7 @@ def _validated(batches: Iterator[SourceBatch], *, target: TableTarget, column_ma
                allow_new_columns: bool, header: bool, keys_per_row: bool,
                lineage: Lineage) -> Generator[_Validated, None, None]:
     plan: HeaderPlan | None = None
+    seen: set[str] = set()  # JSON keys given by the records so far (see HeaderPlan.unseen)
     try:
         for batch in batches:
             new_columns = None
@@ -138,10 +139,14 @@ def _validated(batches: Iterator[SourceBatch], *, target: TableTarget, column_ma
                         raise PermanentError(f"{exc}; {batch.note}") from exc
                     raise
                 new_columns = list(plan.new_columns)
+            if plan.unseen:
+                seen.update(batch.columns)
             validated = validate_batch(batch, plan, target)
             yield _Validated(table=_with_lineage(validated.data, lineage),
                              bad_rows=[*batch.bad_rows, *validated.bad_rows],
                              rows_read=batch.data.num_rows + len(batch.bad_rows), new_columns=new_columns)
+        if plan is not None and plan.unseen:
+            plan.missing_columns(seen, target)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:

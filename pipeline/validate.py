@@ -38,6 +38,17 @@ class HeaderPlan:
     """Table names of the file's columns that are not registered (allow_new_columns), in file order."""
     unknown_keys_reject_rows: bool = False
     """JSON records: a key that is not a column rejects the rows giving it a value (see plan_header)."""
+    unseen: tuple[str, ...] = ()
+    """JSON records: registered columns whose key the first rows never gave; the file must give
+    each somewhere (`missing_columns` at its end), until then they are NULL."""
+
+    def missing_columns(self, seen: set[str], target: TableTarget) -> None:
+        """At the end of a JSON file: fail it if a registered column's key never appeared."""
+        never = [name for name in self.unseen
+                 if not any(s in seen for s, t in self.source_to_target.items() if t == name)]
+        if never:
+            raise PermanentError(f"file columns do not match {target.dataset}.{target.table}: missing column(s): "
+                                 f"{', '.join(never)} (no record of the file gives them a value or null)")
 
 
 @dataclass
@@ -97,6 +108,14 @@ def plan_header(columns: list[str], target: TableTarget, *, column_map: dict[str
             new.append(name)
     missing = [c.name for c in target.columns if c.name.lower() not in claimed]
     per_row = keys_per_row and not allow_new_columns
+    unseen: tuple[str, ...] = ()
+    if keys_per_row and missing and not unexpected and not duplicates:
+        # JSON records leave out keys they have no value for: a sparse key may first appear after
+        # the first rows. Missing next to unknown keys reads as a rename and fails at once.
+        unseen, missing = tuple(missing), []
+        for name in unseen:
+            for source in [s for s, t in column_map.items() if t == name] or [name]:
+                mapping.setdefault(source, name)
     if missing or duplicates or (unexpected and not per_row):
         problems = []
         if missing:
@@ -108,7 +127,7 @@ def plan_header(columns: list[str], target: TableTarget, *, column_map: dict[str
         hint = _delimiter_hint(unexpected, target, column_map) if header and not keys_per_row else None
         raise PermanentError(f"file columns do not match {target.dataset}.{target.table}: " + "; ".join(problems)
                              + (f"; {hint}" if hint else ""))
-    return HeaderPlan(source_to_target=mapping, new_columns=new, unknown_keys_reject_rows=per_row)
+    return HeaderPlan(source_to_target=mapping, new_columns=new, unknown_keys_reject_rows=per_row, unseen=unseen)
 
 
 def _unexpected_hint(unexpected: list[str], missing: list[str]) -> str:

@@ -139,6 +139,27 @@ def test_ndjson_extra_key_beyond_max_bad_records_fails_the_file_naming_the_row(i
     assert ing.count("crm.people") == 0
 
 
+def test_ndjson_key_first_given_after_the_first_block_loads_null_before_it(ing: Ingest) -> None:
+    """Records leave out keys they have no value for: an optional key first seen thousands of
+    records in (past the first read block) loads, NULL where not given, as BigQuery loads it."""
+    ing.register(PEOPLE.format(fmt="ndjson", mode="append"))
+    ing.deps.settings = ing.deps.settings.model_copy(update={"ingest": ing.deps.settings.ingest.model_copy(
+        update={"block_size_bytes": 64 << 10})})
+    lines = [json.dumps({"id": i, "name": f"n{i}"}) for i in range(1, 5001)]  # ~120 KB: two blocks at least
+    lines += [json.dumps({"id": 5001, "name": "late", "score": 2.5, "born": "2000-01-02"})]
+    row = ing.load("crm/people/a.ndjson", "\n".join(lines) + "\n")
+    assert (row.status, row.rows_loaded) == ("SUCCESS", 5001), row.error_message
+    assert ing.rows("crm.people", "count(score), count(born), max(score)") == [(1, 1, 2.5)]
+
+
+def test_ndjson_key_no_record_gives_is_a_missing_column(ing: Ingest) -> None:
+    ing.register(PEOPLE.format(fmt="ndjson", mode="append"))
+    row = ing.load("crm/people/a.ndjson", "".join(json.dumps({"id": i, "name": "x", "score": 1}) + "\n"
+                                                  for i in range(1, 4)))
+    assert row.status == "ERROR" and "missing column(s): born" in row.error_message
+    assert ing.count("crm.people") == 0
+
+
 def test_ndjson_extra_key_is_a_new_column_with_allow_new_columns(ing: Ingest) -> None:
     ing.register(PEOPLE.format(fmt="ndjson", mode="append") + "    allow_new_columns: true\n")
     row = ing.load("crm/people/a.ndjson", records({"id": 1}, {"id": 2, "coupon": "X1"}))

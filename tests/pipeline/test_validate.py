@@ -332,3 +332,17 @@ def test_json_keys_per_row_reject_only_rows_with_a_value() -> None:
     assert [b.row for b in late.bad_rows] == [4]  # a key first seen in a later batch: the same rule
     with pytest.raises(PermanentError, match="missing column\\(s\\): id; unexpected column\\(s\\): ID2"):
         plan_header(["ID2"], target, column_map={}, allow_new_columns=False, header=True, keys_per_row=True)
+
+
+def test_json_key_absent_from_the_first_records_is_null_until_given_and_must_come() -> None:
+    target = table(("id", "INT64"), ("note", "STRING"))
+    plan = plan_header(["id"], target, column_map={}, allow_new_columns=False, header=True, keys_per_row=True)
+    assert plan.unseen == ("note",)
+    assert validate_batch(text_batch({"id": ["1"]}), plan, target).data.column("note").to_pylist() == [None]
+    later = validate_batch(text_batch({"id": ["2"], "note": ["x"]}, first_row=2), plan, target)
+    assert later.bad_rows == [] and later.data.column("note").to_pylist() == ["x"]
+    plan.missing_columns({"id", "note"}, target)  # given somewhere: nothing missing
+    with pytest.raises(PermanentError, match="missing column\\(s\\): note"):
+        plan.missing_columns({"id"}, target)
+    with pytest.raises(PermanentError, match="missing column\\(s\\): note"):  # a header is the file's shape
+        plan_header(["id"], target, column_map={}, allow_new_columns=False, header=True)
