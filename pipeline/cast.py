@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
-from pipeline.readers.columns import number_text
+from pipeline.readers.columns import json_text, number_text
 
 Problems = list[tuple[int, str]]
 _Conv = Callable[[pa.Array], tuple[pa.Array, list[int]]]
@@ -339,19 +339,34 @@ def _int_bool(a: pa.Array) -> tuple[pa.Array, list[int]]:
 
 
 def _nested_to_json(a: pa.Array) -> tuple[pa.Array, list[int]]:
-    values = [None if v is None else json.dumps(v, default=_json_default, ensure_ascii=False)
-              for v in a.to_pylist()]
-    return pa.array(values, pa.string()), []
+    # json.dumps (in C) unless a decimal is inside: it would become a float and lose digits.
+    dump = json_text if _holds_decimal(a.type) else _dumps
+    return pa.array([None if v is None else dump(v) for v in a.to_pylist()], pa.string()), []
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return float(value) if value != value.to_integral_value() else int(value)
+    """What json.dumps cannot write itself (no decimal reaches it: see `_holds_decimal`)."""
     if isinstance(value, dt.date | dt.time | dt.datetime):
         return value.isoformat()
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return str(value)
+
+
+def _holds_decimal(t: pa.DataType) -> bool:
+    if pa.types.is_decimal(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_holds_decimal(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _holds_decimal(t.key_type) or _holds_decimal(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _holds_decimal(t.value_type)
+    return False
 
 
 # -- REPEATED -------------------------------------------------------------------------------

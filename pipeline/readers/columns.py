@@ -7,7 +7,10 @@ text (JSON objects as JSON, spreadsheet dates in ISO form) with a converter.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import decimal
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +49,22 @@ def number_text(value: int | decimal.Decimal) -> str:
         return "0"
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def json_text(value: Any) -> str:
+    """A nested value as JSON text, its numbers exact: a decimal is written as `number_text`
+    spells it (json.dumps can only make it a float, losing digits, or a string)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {json_text(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(json_text(v) for v in value) + "]"
+    if isinstance(value, decimal.Decimal):
+        return number_text(value) if value.is_finite() else "null"
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return json.dumps(value.isoformat())
+    if isinstance(value, bytes):
+        return json.dumps(base64.b64encode(value).decode())
+    if value is None or isinstance(value, bool | int | float | str):
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False)

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pipeline.readers.columns import column, number_text
+from pipeline.readers.columns import column, json_text, number_text
 from pipeline.readers.ndjson_blocks import Hints, parsed_ahead
 from pipeline.readers.streams import Utf8Stream, open_bytes
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
@@ -247,7 +247,7 @@ def _why(exc: Exception) -> str:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json_text(value)  # exact numbers (json.dumps would write a Decimal as a string)
 
 
 def _no_columns(n: int) -> pa.RecordBatch:

@@ -71,3 +71,14 @@ def test_gzip_limit_counts_every_decompressed_byte(ing: Ingest) -> None:
     assert row.status == "ERROR"
     assert "max_decompressed_bytes" in row.error_message and str(1 << 20) in row.error_message
     assert ing.count("t.v") == 0
+
+
+def test_json_column_keeps_nested_numbers_exact_whatever_the_shapes_mix(ing: Ingest) -> None:
+    """An object in one record, an array in the next: the column is read as text, and its numbers
+    stay numbers with every digit (not strings, not floats)."""
+    register(ing, "ndjson", "id:INT64", "doc:JSON")
+    lines = ['{"id": 1, "doc": {"k": 123456789012345678.123456789, "s": "1.5"}}', '{"id": 2, "doc": [1.50, "x", null]}']
+    row = ing.load("t/v/a.ndjson", "\n".join(lines) + "\n")
+    assert row.status == "SUCCESS", row.error_message
+    assert ing.rows("t.v", "CAST(doc AS VARCHAR)", "id") == [
+        ('{"k": 123456789012345678.123456789, "s": "1.5"}',), ('[1.5, "x", null]',)]

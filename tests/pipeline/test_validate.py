@@ -237,6 +237,16 @@ def test_nested_values() -> None:
         one_column("INT64", structs)
 
 
+def test_nested_decimals_become_exact_json_numbers() -> None:
+    # json.dumps would write a decimal as a float (digits lost) or as a string (a number no more).
+    structs = pa.array([{"k": Decimal("123456789012345678.123456789"), "d": dt.date(2026, 1, 2), "b": b"\x00"},
+                        {"k": Decimal("-0.500"), "d": None, "b": None}])
+    assert good(one_column("JSON", structs)) == [
+        '{"k": 123456789012345678.123456789, "d": "2026-01-02", "b": "AA=="}', '{"k": -0.5, "d": null, "b": null}']
+    no_decimal = pa.array([{"d": dt.date(2026, 1, 2), "n": [1.5]}])  # the json.dumps path writes the same
+    assert good(one_column("JSON", no_decimal)) == ['{"d": "2026-01-02", "n": [1.5]}']
+
+
 def test_repeated_from_lists_and_from_json_text() -> None:
     lists = pa.array([["1", "2"], [], None, ["3", None], ["x"]], pa.list_(pa.string()))
     result = one_column("INT64", lists, "REPEATED")
