@@ -93,16 +93,43 @@ def test_a_copy_published_after_another_version_is_the_newer_generation(tmp_path
         storage.open_read("landing", "t/x.csv", other.generation)
 
 
-def test_a_file_larger_than_a_copy_chunk_is_copied_whole_with_its_md5(tmp_path: Path, monkeypatch) -> None:
+def test_a_file_larger_than_a_hash_window_is_copied_whole_with_its_md5(tmp_path: Path, monkeypatch) -> None:
+    import mmap
+
     from adapters.storage import local
 
-    monkeypatch.setattr(local, "_COPY_CHUNK", 4096)
-    data = os.urandom(3 * 4096 + 17)
+    monkeypatch.setattr(local, "_HASH_WINDOW", mmap.ALLOCATIONGRANULARITY)
+    data = os.urandom(3 * mmap.ALLOCATIONGRANULARITY + 17)
     (tmp_path / "big.bin").write_bytes(data)
     storage = LocalStorage(tmp_path / "buckets")
     info = storage.put_file("landing", "big.bin", tmp_path / "big.bin")
     assert (info.size, info.md5) == (len(data), md5(data))
     assert storage.local_path("landing", "big.bin").read_bytes() == data
+
+
+def test_a_pipe_or_a_system_without_a_kernel_copy_is_copied_with_its_md5(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    data = os.urandom(3_000_017)
+    storage = LocalStorage(tmp_path / "buckets")
+    read_end, write_end = os.pipe()  # `caf ingest <(gunzip -c f.csv.gz)`: copy_file_range refuses a pipe
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    info = storage.put_file("landing", "piped.bin", Path(f"/dev/fd/{read_end}"))
+    feeder.join()
+    os.close(read_end)
+    assert (info.size, info.md5) == (len(data), md5(data))
+
+    monkeypatch.delattr(os, "copy_file_range", raising=False)  # not Linux
+    (tmp_path / "f.bin").write_bytes(data)
+    info = storage.put_file("landing", "f.bin", tmp_path / "f.bin")
+    assert (info.size, info.md5) == (len(data), md5(data))
+    assert storage.local_path("landing", "f.bin").read_bytes() == data
 
 
 def test_a_source_that_cannot_be_read_leaves_no_copy_behind(tmp_path: Path) -> None:
