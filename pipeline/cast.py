@@ -422,5 +422,8 @@ def _positions(mask: pa.Array) -> list[int]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value)
+    if isinstance(value, decimal.Decimal):  # a JSON or Parquet number: as a number, not Python's repr
+        text = number_text(value)
+    else:
+        text = repr(value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value)
     return text if len(text) <= 80 else text[:77] + "..."
