@@ -76,7 +76,25 @@ def _reason(value: Any, bq_type: str, column: str) -> str:
         found = _TIME_OF_DAY.match(value) if isinstance(value, str) else None
         if found and found.group(1).strip("0:."):  # at midnight the date itself is what is wrong
             return f"{reason}: it has a time of day ({found.group(1)})"
+    if bq_type == "NUMERIC" and (why := _beyond_numeric(value)):
+        return f"{reason}: {why} (NUMERIC's limit; BIGNUMERIC keeps 38 of each)"
     return reason
+
+
+def _beyond_numeric(value: Any) -> str | None:
+    """Why a well-formed number does not fit NUMERIC (29 integer digits, 9 decimals), if it is one."""
+    try:
+        number = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value).strip())
+    except decimal.InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    number = number.normalize()
+    if number and number.adjusted() >= 29:
+        return "it has more than 29 digits before the decimal point"
+    if int(number.as_tuple().exponent) < -9:
+        return "it has more than 9 digits after the decimal point"
+    return None
 
 
 def _plain(arr: pa.Array) -> pa.Array:

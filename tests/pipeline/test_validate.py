@@ -195,8 +195,12 @@ def test_typed_numbers() -> None:
     assert good(result) == [2]
     assert reasons(result) == [(2, "column v: 2.5 is not a valid INT64"), (3, "column v: 1e+20 is not a valid INT64")]
     assert good(one_column("FLOAT64", pa.array([1, 2], pa.int32()))) == [1.0, 2.0]
-    assert reasons(one_column("NUMERIC", pa.array([Decimal("0.1234567891")]))) == [
-        (1, "column v: 0.1234567891 is not a valid NUMERIC")]  # more decimals than NUMERIC's nine
+    assert reasons(one_column("NUMERIC", pa.array([Decimal("0.1234567891"), Decimal("1.5")]))) == [
+        (1, "column v: 0.1234567891 is not a valid NUMERIC: it has more than 9 digits after the decimal point "
+            "(NUMERIC's limit; BIGNUMERIC keeps 38 of each)")]
+    assert reasons(one_column("NUMERIC", ["1" + "0" * 29, "x1", "1.5"])) == [
+        (1, "column v: '1" + "0" * 29 + "' is not a valid NUMERIC: it has more than 29 digits before the decimal "
+            "point (NUMERIC's limit; BIGNUMERIC keeps 38 of each)"), (2, "column v: 'x1' is not a valid NUMERIC")]
     assert good(one_column("STRING", pa.array([1.5, 2.0]))) == ["1.5", "2"]
     assert reasons(one_column("BOOL", pa.array([0, 1, 2]))) == [(3, "column v: 2 is not a valid BOOL")]
 
