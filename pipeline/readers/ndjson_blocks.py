@@ -24,6 +24,7 @@ up to `_PARSERS` blocks are parsed at once, each exactly as it would be alone, i
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
@@ -129,7 +130,7 @@ def _typed(block: bytes, hints: Hints, scratch: Scratch) -> pa.Table | None:
         table = _parse_hinted(block, hints, scratch)
         if table is None:
             return None
-        table = _in_file_order(table, hints)
+        table = _in_file_order(table, hints, block)
         if not _learn(table, hints):
             return table
     return None
@@ -153,16 +154,31 @@ def _parse(block: bytes, schema: pa.Schema | None) -> pa.Table | None:
         return None
 
 
-def _in_file_order(table: pa.Table, hints: Hints) -> pa.Table:
-    """pyarrow puts explicit columns first: put them back where they are in the file."""
+def _in_file_order(table: pa.Table, hints: Hints, block: bytes) -> pa.Table:
+    """pyarrow puts explicit columns first: put them back where they are in the file.
+
+    The block's first line gives the order of its keys (they come first, as pyarrow's inference
+    orders columns by first appearance); a column it lacks goes where it was first found.
+    """
     places = hints.places()
     if not places:
         return table
-    names = [n for n in table.schema.names if n not in places]
+    present = set(table.schema.names)
+    lead = [name for name in dict.fromkeys(_first_keys(block)) if name in present]
+    names = lead + [n for n in table.schema.names if n not in places and n not in lead]
     for name, place in sorted(places.items(), key=lambda kv: kv[1]):
-        if name in table.schema.names:
-            names.insert(min(place, len(names)), name)
+        if name in present and name not in lead:
+            names.insert(min(max(place, len(lead)), len(names)), name)
     return table.select(names)
+
+
+def _first_keys(block: bytes) -> list[str]:
+    end = block.find(b"\n")
+    try:
+        first = json.loads(block[: end if end >= 0 else len(block)])
+    except (ValueError, RecursionError):
+        return []
+    return list(first) if isinstance(first, dict) else []
 
 
 def _learn(table: pa.Table, hints: Hints) -> bool:

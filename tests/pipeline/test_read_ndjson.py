@@ -210,3 +210,15 @@ def test_blocks_are_whole_lines_joined_once_from_the_pieces_read() -> None:
         for block in reader._blocks(iter([long[i:i + 100] for i in range(0, len(long), 100)]), 1 << 20, 1000):
             got.append(block)
     assert b"".join(got) == b"".join(lines[:20])
+
+
+def test_columns_keep_the_file_order_when_a_later_block_has_one_more() -> None:
+    """Columns pyarrow is told about (timestamps read as text, decimals) come back where the block
+    has them, also when a block has a column before them that earlier blocks did not."""
+    first = b"".join(b'{"a": %d, "b": 1.5, "c": "x", "t": "2026-01-01T00:00:00Z"}\n' % i for i in range(5))
+    later = b"".join(b'{"a": %d, "u": "2026-01-02", "b": 2.5, "c": "y", "t": "2026-01-01T00:00:00Z"}\n' % i
+                     for i in range(5))
+    hints = ndjson.Hints()
+    batches = [ndjson.parse_block(block, hints) for block in (first, later, later)]
+    assert [b.columns for b in batches if b] == [["a", "b", "c", "t"], ["a", "u", "b", "c", "t"],
+                                                 ["a", "u", "b", "c", "t"]]
