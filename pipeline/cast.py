@@ -133,6 +133,10 @@ def _converter(t: pa.DataType, bq: str) -> _Conv | None:
         # Through the decimal's text: Arrow's decimal → double divides by a power of ten in
         # floating point and can miss the nearest double by one unit; parsing the text cannot.
         return _strict(lambda a: a.cast(pa.string()).cast(target))
+    if bq == "FLOAT64" and integer:
+        # The nearest double, as the same digits written as text get: past 2**53 a float column
+        # holds an approximation of a large integer; a safe cast would reject it.
+        return lambda a: (a.cast(target, safe=False), [])
     if bq in ("INT64", "NUMERIC", "FLOAT64") and (number or (bq == "INT64" and pa.types.is_boolean(t))):
         return _strict(lambda a: a.cast(target))
     if bq == "BIGNUMERIC" and number:

@@ -195,6 +195,9 @@ def test_typed_numbers() -> None:
     assert good(result) == [2]
     assert reasons(result) == [(2, "column v: 2.5 is not a valid INT64"), (3, "column v: 1e+20 is not a valid INT64")]
     assert good(one_column("FLOAT64", pa.array([1, 2], pa.int32()))) == [1.0, 2.0]
+    big = 443021102827542046  # past 2**53: the nearest double, as from the same digits in text
+    assert good(one_column("FLOAT64", pa.array([big, -big]))) == [float(big), float(-big)]
+    assert good(one_column("FLOAT64", pa.array([str(big)]))) == [float(big)]
     assert reasons(one_column("NUMERIC", pa.array([Decimal("0.1234567891"), Decimal("1.5")]))) == [
         (1, "column v: 0.1234567891 is not a valid NUMERIC: it has more than 9 digits after the decimal point "
             "(NUMERIC's limit; BIGNUMERIC keeps 38 of each)")]
