@@ -222,3 +222,22 @@ def test_columns_keep_the_file_order_when_a_later_block_has_one_more() -> None:
     batches = [ndjson.parse_block(block, hints) for block in (first, later, later)]
     assert [b.columns for b in batches if b] == [["a", "b", "c", "t"], ["a", "u", "b", "c", "t"],
                                                  ["a", "u", "b", "c", "t"]]
+
+
+def test_decimals_parsed_at_a_hinted_scale_come_back_at_their_longest_fraction() -> None:
+    """A column parsed as decimal128(38, 6) has the scale of its longest fraction, as the float
+    route gives it: through int64 units, and through Arrow's casts past them."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    def least(values: list[str | None]) -> tuple[int, list[Decimal | None]]:
+        column = pa.array([None if v is None else Decimal(v) for v in values], pa.decimal128(38, 6))
+        got = ndjson._least_scale(column)
+        return got.type.scale, got.to_pylist()
+
+    assert least(["1.5", None, "-2.25", "3"]) == (2, [Decimal("1.5"), None, Decimal("-2.25"), Decimal(3)])
+    assert least(["7", "-8"]) == (0, [Decimal(7), Decimal(-8)])
+    assert least(["0.000001"]) == (6, [Decimal("0.000001")])
+    assert least(["12345678901234.5", None, "-99999999999999999.25"]) == (  # units past int64
+        2, [Decimal("12345678901234.5"), None, Decimal("-99999999999999999.25")])
