@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,9 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.context import console, open_deps, print_json
+
+if TYPE_CHECKING:
+    from cli.uploads import Uploads
 
 DEFAULT_BUCKET = "landing"
 
@@ -271,7 +274,7 @@ HANDLER_MODULES = ("handlers.events", "cloudevents.http", "pipeline.ingest", "pi
 `main`: delivering needs neither functions-framework nor Flask, see cli.local_delivery)."""
 
 
-def _start_uploads(bucket: str, prefix: str, files: list[Path]) -> Any:
+def _start_uploads(bucket: str, prefix: str, files: list[Path]) -> Uploads | None:
     """For a local storage, the files' copies started on a thread (`cli.uploads`); else None."""
     from adapters.storage.local import LocalStorage
     from app.deps import get_deps
