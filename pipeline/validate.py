@@ -42,10 +42,19 @@ class HeaderPlan:
     """JSON records: registered columns whose key the first rows never gave; the file must give
     each somewhere (`missing_columns` at its end), until then they are NULL."""
 
+    def late_key(self, key: str) -> str | None:
+        """The unseen column a key first given after the first records stands for, matched as
+        the first records' keys are: by its `columns:` name or its own (`source_to_target`), or
+        by its own name ignoring case and surrounding spaces."""
+        if key in self.source_to_target:
+            return self.source_to_target[key] if self.source_to_target[key] in self.unseen else None
+        folded = key.strip().lower()
+        return next((name for name in self.unseen if name.lower() == folded), None)
+
     def missing_columns(self, seen: set[str], target: TableTarget) -> None:
         """At the end of a JSON file: fail it if a registered column's key never appeared."""
-        never = [name for name in self.unseen
-                 if not any(s in seen for s, t in self.source_to_target.items() if t == name)]
+        given = {self.late_key(key) for key in seen}
+        never = [name for name in self.unseen if name not in given]
         if never:
             raise PermanentError(f"file columns do not match {target.dataset}.{target.table}: missing column(s): "
                                  f"{', '.join(never)} (no record of the file gives them a value or null)")
@@ -165,12 +174,15 @@ def validate_batch(batch: SourceBatch, plan: HeaderPlan, target: TableTarget) ->
     """
     n = batch.data.num_rows
     index = {name: i for i, name in enumerate(batch.columns)}
-    unknown = [c for c in batch.columns if c not in plan.source_to_target]
+    mapping = plan.source_to_target
+    if plan.unseen:  # JSON keys first given now, for columns the first records left out
+        mapping = mapping | {c: name for c in batch.columns if c not in mapping and (name := plan.late_key(c))}
+    unknown = [c for c in batch.columns if c not in mapping]
     if unknown and not plan.unknown_keys_reject_rows:
         raise PermanentError(f"column(s) {', '.join(unknown)} appear from row {batch.first_row} on but are not "
                              "in the file's first rows; add them to schema: in the table definition or map "
                              "them under columns:")
-    source_of = {t: s for s, t in plan.source_to_target.items()}
+    source_of = {t: s for s, t in mapping.items() if s in index}  # the key this batch gives a column
     columns = list(target.columns) + [Column(name, "STRING") for name in plan.new_columns]
     problems: dict[int, list[str]] = {}
     for name in unknown:  # JSON keys that are not columns: only rows giving them a value are lost

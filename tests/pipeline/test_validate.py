@@ -360,7 +360,10 @@ def test_json_key_absent_from_the_first_records_is_null_until_given_and_must_com
     assert validate_batch(text_batch({"id": ["1"]}), plan, target).data.column("note").to_pylist() == [None]
     later = validate_batch(text_batch({"id": ["2"], "note": ["x"]}, first_row=2), plan, target)
     assert later.bad_rows == [] and later.data.column("note").to_pylist() == ["x"]
+    folded = validate_batch(text_batch({"id": ["3"], " Note": ["y"]}, first_row=3), plan, target)
+    assert folded.bad_rows == [] and folded.data.column("note").to_pylist() == ["y"]  # as the first rows match
     plan.missing_columns({"id", "note"}, target)  # given somewhere: nothing missing
+    plan.missing_columns({"id", " Note"}, target)
     with pytest.raises(PermanentError, match="missing column\\(s\\): note"):
         plan.missing_columns({"id"}, target)
     with pytest.raises(PermanentError, match="missing column\\(s\\): note"):  # a header is the file's shape
