@@ -20,6 +20,9 @@ from errors import PermanentError
 
 _BUCKET_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _SEGMENT_MAX_BYTES = 255  # NAME_MAX of common filesystems; GCS allows longer path segments
+_TMP_PREFIX = ".tmp-"
+"""File names of objects being written (renamed into place when complete): never listed, and no
+object name may end in one."""
 
 
 class UnsafeObjectName(PermanentError):
@@ -44,6 +47,9 @@ class LocalStorage:
                 or "/".join(parts) != name \
                 or any(len(p.encode("utf-8", "surrogatepass")) > _SEGMENT_MAX_BYTES for p in parts):
             raise UnsafeObjectName(f"object name {name[:200]!r} cannot be stored in a local folder")
+        if parts[-1].startswith(_TMP_PREFIX):
+            raise UnsafeObjectName(f"object name {name[:200]!r} cannot be stored in a local folder: file names "
+                                   f"starting with {_TMP_PREFIX} are objects still being written")
         return self._bucket_dir(bucket).joinpath(*parts)
 
     def local_path(self, bucket: str, name: str) -> Path | None:
@@ -78,7 +84,7 @@ class LocalStorage:
             return []
         found = []
         for path in sorted(base.rglob("*")):
-            if path.is_file():
+            if path.is_file() and not path.name.startswith(_TMP_PREFIX):  # a write not yet published
                 name = path.relative_to(base).as_posix()
                 if name.startswith(prefix):
                     found.append(self.stat(bucket, name))
@@ -105,7 +111,7 @@ class LocalStorage:
         only once the metadata database answered, as when it copied after."""
         target = self._path(bucket, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-")  # noqa: SIM115
+        tmp_file = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=_TMP_PREFIX)  # noqa: SIM115
         try:
             with tmp_file as tmp, path.open("rb", buffering=0) as src:
                 md5 = _copy(src, tmp)
@@ -117,7 +123,7 @@ class LocalStorage:
     def put_bytes(self, bucket: str, name: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         target = self._path(bucket, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=_TMP_PREFIX) as tmp:
             tmp.write(data)
         os.replace(tmp.name, target)
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()

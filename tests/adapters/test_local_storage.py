@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.storage.base import ObjectNotFound
-from adapters.storage.local import LocalStorage
+from adapters.storage.local import LocalStorage, UnsafeObjectName
 
 
 def md5(data: bytes) -> str:
@@ -68,7 +68,7 @@ def test_a_copy_made_ahead_is_not_the_object_until_published_and_a_discarded_one
     pending = storage.copy_in("landing", "sales/day1.csv", source)
     with pytest.raises(ObjectNotFound):
         storage.stat("landing", "sales/day1.csv")
-    assert "sales/day1.csv" not in [o.name for o in storage.list("landing")]
+    assert storage.list("landing") == []  # nor is its temporary file an object (a backfill would deliver it)
     info = pending.publish()
     assert (info.name, info.size, info.md5) == ("sales/day1.csv", 5, md5(b"id\n1\n"))
     assert storage.stat("landing", "sales/day1.csv") == info
@@ -137,3 +137,11 @@ def test_a_source_that_cannot_be_read_leaves_no_copy_behind(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError):
         storage.put_file("landing", "t/x.csv", tmp_path / "missing.csv")
     assert _files(tmp_path / "buckets") == []
+
+
+def test_no_object_name_can_be_taken_for_a_write_in_progress(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "buckets")
+    with pytest.raises(UnsafeObjectName, match="objects still being written"):
+        storage.put_bytes("landing", "sales/.tmp-abc", b"x")
+    storage.put_bytes("landing", "sales/.tmpfile/a.tmp-b", b"x")  # elsewhere in a name it is just text
+    assert [o.name for o in storage.list("landing")] == ["sales/.tmpfile/a.tmp-b"]
