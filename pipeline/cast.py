@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from adapters.warehouse.types import arrow_type
 from errors import PermanentError
-from pipeline.readers.columns import json_text, number_text
+from pipeline.readers.columns import json_scalar, json_text, number_text
 
 Problems = list[tuple[int, str]]
 _Conv = Callable[[pa.Array], tuple[pa.Array, list[int]]]
@@ -367,16 +367,7 @@ def _nested_to_json(a: pa.Array) -> tuple[pa.Array, list[int]]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False)
-
-
-def _json_default(value: Any) -> Any:
-    """What json.dumps cannot write itself (no decimal reaches it: see `_holds_decimal`)."""
-    if isinstance(value, dt.date | dt.time | dt.datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
+    return json.dumps(value, default=json_scalar, ensure_ascii=False)  # no decimal here: see _holds_decimal
 
 
 def _holds_decimal(t: pa.DataType) -> bool:

@@ -61,10 +61,16 @@ def json_text(value: Any) -> str:
         return "[" + ", ".join(json_text(v) for v in value) + "]"
     if isinstance(value, decimal.Decimal):
         return number_text(value) if value.is_finite() else "null"
-    if isinstance(value, dt.date | dt.time):  # datetime is a date
-        return json.dumps(value.isoformat())
-    if isinstance(value, bytes):
-        return json.dumps(base64.b64encode(value).decode())
     if value is None or isinstance(value, bool | int | float | str):
         return json.dumps(value, ensure_ascii=False)
-    return json.dumps(str(value), ensure_ascii=False)
+    return json.dumps(json_scalar(value), ensure_ascii=False)
+
+
+def json_scalar(value: Any) -> Any:
+    """A value JSON has no type for, as JSON text writes it: dates and times in ISO form, bytes in
+    base64, anything else by `str` (json.dumps' `default`; decimals: see `json_text`)."""
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pipeline.readers.columns import column, json_text, number_text
+from pipeline.readers.columns import column, json_text
 from pipeline.readers.ndjson_blocks import Hints, parsed_ahead
 from pipeline.readers.streams import Utf8Stream, open_bytes
 from pipeline.source import BadRow, SourceBatch, SourceError, SourceOptions
@@ -199,7 +199,7 @@ def _values(chunks: Iterator[bytes], options: SourceOptions, name: str) -> Itera
             rows.append(value)
         else:
             what = f"element {row} of the top-level array" if in_array else f"value {row}"
-            bad.append(BadRow(row, f"{what} (line {start_line}) is not a JSON object", _dump(value)))
+            bad.append(BadRow(row, f"{what} (line {start_line}) is not a JSON object", json_text(value)))
         row += 1
         expect_value = not in_array
         if len(rows) + len(bad) >= _BATCH_ROWS or size >= options.block_size:
@@ -223,19 +223,11 @@ def rows_batch(rows: list[dict[str, Any]], *, first_row: int, bad_rows: list[Bad
     for r in rows:
         keys.update(dict.fromkeys(r))
     names = list(keys)
-    arrays = [column([r.get(k) for r in rows], _text) for k in names]
+    arrays = [column([r.get(k) for r in rows], json_text) for k in names]
     data = pa.RecordBatch.from_arrays(arrays, names=names) if names else _no_columns(len(rows))
     skipped = {b.row for b in bad_rows}
     start = next(r for r in range(first_row, first_row + len(rows) + len(bad_rows) + 1) if r not in skipped)
     return SourceBatch(columns=names, data=data, first_row=start, bad_rows=bad_rows)
-
-
-def _text(value: Any) -> str:
-    """Numbers by value (`number_text`: every digit, as pyarrow-parsed blocks give them); lists and
-    objects as JSON."""
-    if isinstance(value, int | decimal.Decimal):
-        return number_text(value)
-    return _dump(value)
 
 
 def _why(exc: Exception) -> str:
@@ -244,10 +236,6 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc)
-
-
-def _dump(value: Any) -> str:
-    return json_text(value)  # exact numbers (json.dumps would write a Decimal as a string)
 
 
 def _no_columns(n: int) -> pa.RecordBatch:
