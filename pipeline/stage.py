@@ -174,11 +174,10 @@ class _KeyValues:
         if self._parts is None and not self._rising:
             return  # nothing more can be known here: DuckDB answers over the staged Parquet
         try:
-            part = table.select(self._keys)
+            part: pa.Table | None = table.select(self._keys)
         except KeyError:  # a key spelt differently from its column: DuckDB matches it case-blind
-            self._parts, self._rising = None, False
-            return
-        if not all(map(_groups_like_duckdb, part.schema.types)):
+            part = None
+        if part is None or not all(map(_groups_like_duckdb, part.schema.types)):
             self._parts, self._rising = None, False
             return
         self._rows += part.num_rows
@@ -201,8 +200,6 @@ class _KeyValues:
         return n < 2 or bool(pc.all(pc.less(values.slice(0, n - 1), values.slice(1))).as_py())
 
     def repeat(self) -> bool | None:
-        if not self._keys:
-            return None
         if self._rising:
             return False
         if self._parts is None:
