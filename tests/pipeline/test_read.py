@@ -235,9 +235,10 @@ def test_stream_failures_are_not_source_errors() -> None:
         def readinto(self, buffer: Any) -> int:
             raise ConnectionError("storage read timed out")
 
-    for fmt in ("csv", "ndjson", "parquet"):
+    # Plain and gzipped (the stream's failure must pass through the gzip layer untranslated too).
+    for fmt, gz in (("csv", False), ("ndjson", False), ("parquet", False), ("csv", True), ("ndjson", True)):
         with pytest.raises(ConnectionError):
-            list(read_batches(Flaky(), SourceOptions(format=fmt), name="f"))  # type: ignore[arg-type]
+            list(read_batches(Flaky(), SourceOptions(format=fmt, gzip=gz), name="f"))  # type: ignore[arg-type]
 
 
 def test_stopping_early_stops_the_read_ahead(tmp_path: Path) -> None:

@@ -94,16 +94,3 @@ def test_empty_file_and_empty_member_read_as_empty(tmp_path: Path) -> None:
     assert inflate(gzip.compress(b""), 100) == b""
     with pytest.raises(SourceError, match="file is empty"):
         read_all(b"", "ndjson")
-
-
-def test_stream_failures_under_gzip_are_not_source_errors() -> None:
-    class Flaky(io.RawIOBase):
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer: Any) -> int:
-            raise ConnectionError("storage read timed out")
-
-    for fmt in ("csv", "ndjson"):
-        with pytest.raises(ConnectionError):
-            list(read_batches(Flaky(), SourceOptions(format=fmt, gzip=True), name="f"))  # type: ignore[arg-type]
