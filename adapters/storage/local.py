@@ -184,10 +184,14 @@ def _copy(src: io.FileIO, dst: IO[bytes]) -> str:
     copied = _kernel_copy(src.fileno(), dst.fileno())
     if copied is None:
         return _copy_hashing(src, dst)
+    return _mapped_md5(dst.fileno(), copied)
+
+
+def _mapped_md5(fd: int, size: int) -> str:
+    """The base64 MD5 of the file's first `size` bytes, hashed mapped `_HASH_WINDOW` bytes at a time."""
     digest = hashlib.md5(usedforsecurity=False)
-    for offset in range(0, copied, _HASH_WINDOW):
-        with mmap.mmap(dst.fileno(), min(_HASH_WINDOW, copied - offset), offset=offset,
-                       access=mmap.ACCESS_READ) as window:
+    for offset in range(0, size, _HASH_WINDOW):
+        with mmap.mmap(fd, min(_HASH_WINDOW, size - offset), offset=offset, access=mmap.ACCESS_READ) as window:
             digest.update(window)
     return base64.b64encode(digest.digest()).decode()
 
@@ -231,8 +235,5 @@ def _info(bucket: str, name: str, st: os.stat_result, md5: str | None) -> Object
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return base64.b64encode(digest.digest()).decode()
+        return _mapped_md5(fh.fileno(), os.fstat(fh.fileno()).st_size)
